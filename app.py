@@ -1,0 +1,60 @@
+"""The Flask app: `create_app(config)` builds it; gunicorn serves `app:app`."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_cors import CORS
+
+import chat_routes
+import study_routes
+from errors import register_error_handlers
+from exceptions import MissingSettings
+from logging_setup import configure_logging
+from services import init_services
+from settings import load_dotenv_file, load_settings
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, with `config` overriding it (tests pass all)."""
+    settings = load_settings({**os.environ, **(config or {})})
+    app = Flask(__name__)
+    app.config.from_mapping(settings)
+    init_services(app, settings)
+    CORS(app, origins=settings["FRONTEND_URL"])
+    register_error_handlers(app)
+    app.register_blueprint(chat_routes.bp)
+    app.register_blueprint(study_routes.bp)
+    return app
+
+
+def _production_app() -> Flask:
+    """The app gunicorn serves: settings from the environment and `.env`, or refuse to start."""
+    load_dotenv_file()
+    configure_logging()
+    try:
+        return create_app()
+    except MissingSettings as error:
+        logger.critical("%s", error)
+        print(f"Refusing to start: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+_app: Flask | None = None
+
+
+def __getattr__(name: str) -> Flask:
+    """Build `app` on first use, so importing this module (tests, tools) needs no settings."""
+    global _app
+    if name != "app":
+        raise AttributeError(name)
+    if _app is None:
+        _app = _production_app()
+    return _app

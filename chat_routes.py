@@ -1,0 +1,45 @@
+"""Routes of a chat turn: POST /chat queues it, POST /check_response answers for it."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify
+
+from errors import error_response
+from job_outcomes import read_state
+from schemas import ChatRequest, CheckResponseRequest, parse_body
+from services import services
+from task_queue import enqueue_chat
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("chat", __name__)
+
+FAILED_STATUSES = {"failed", "stopped", "canceled"}
+UNKNOWN_JOB = "No chat job with this jobId exists; it may have expired."
+FAILED_JOB = "The model call for this job failed."
+
+
+@bp.post("/chat")
+def chat():
+    """Queue one chat turn; answer at once with the job id."""
+    body = parse_body(ChatRequest)
+    messages = [message.model_dump(exclude_none=True) for message in body.messages]
+    made = services()
+    job_id = enqueue_chat(made.queue, messages, body.participantId, made.settings)
+    return jsonify(jobId=job_id), 202
+
+
+@bp.post("/check_response")
+def check_response():
+    """Say whether the answer is ready, and give it when it is."""
+    body = parse_body(CheckResponseRequest)
+    state = read_state(services().redis, body.jobId)
+    if state.body is not None:
+        return Response(state.body, status=state.status_code, mimetype="application/json")
+    if state.rq_status is None:
+        return error_response(404, UNKNOWN_JOB)
+    if state.rq_status in FAILED_STATUSES:
+        return error_response(502, FAILED_JOB)
+    return jsonify(processing=True)

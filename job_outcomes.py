@@ -1,0 +1,55 @@
+"""Where a chat job leaves its answer, and how the web reads it in one round trip.
+
+The worker stores the exact HTTP body `/check_response` sends (the upstream's JSON
+spliced in untouched) with the status code, so answering costs no parsing at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from redis import Redis
+from rq.job import Job
+
+OUTCOME_PREFIX = "chat:outcome:"
+
+
+@dataclass(frozen=True)
+class JobState:
+    """What the web knows of a job: its stored outcome, or else its RQ status."""
+
+    status_code: int | None
+    body: bytes | None
+    rq_status: str | None
+
+
+def outcome_key(job_id: str) -> str:
+    """The Redis key of a job's outcome."""
+    return OUTCOME_PREFIX + job_id
+
+
+def success_body(raw_completion_json: str) -> str:
+    """The `/check_response` body for an answer: the upstream object, byte for byte."""
+    return '{"response": ' + raw_completion_json + "}"
+
+
+def store_outcome(connection: Redis, job_id: str, status_code: int, body: str, ttl: int) -> None:
+    """Record a job's final answer (200) or failure (502) for `ttl` seconds."""
+    key = outcome_key(job_id)
+    pipe = connection.pipeline(transaction=True)
+    pipe.hset(key, mapping={"code": status_code, "body": body})
+    pipe.expire(key, ttl)
+    pipe.execute()
+
+
+def read_state(connection: Redis, job_id: str) -> JobState:
+    """The outcome and RQ status of a job, in a single round trip."""
+    pipe = connection.pipeline(transaction=False)
+    pipe.hmget(outcome_key(job_id), "code", "body")
+    pipe.hget(Job.key_for(job_id), "status")
+    (code, body), status = pipe.execute()
+    return JobState(
+        status_code=int(code) if code is not None else None,
+        body=body,
+        rq_status=status.decode() if status is not None else None,
+    )

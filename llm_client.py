@@ -1,0 +1,96 @@
+"""Building chat requests for the model and calling it through the `openai` client."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import openai
+
+from exceptions import ModelCallFailed
+
+logger = logging.getLogger(__name__)
+
+# Reasoning models refuse `max_tokens` and take `max_completion_tokens` instead.
+REFUSES_MAX_TOKENS = ("o1", "o3", "o4", "gpt-5")
+
+
+@dataclass(frozen=True)
+class Completion:
+    """A finished model call: the body exactly as the upstream sent it, and its cost."""
+
+    raw_json: str
+    usage: dict[str, Any]
+    model: str
+    attempts: int
+
+
+def token_limit_parameter(model: str) -> str:
+    """The name under which `model` accepts the output cap."""
+    return "max_completion_tokens" if model.startswith(REFUSES_MAX_TOKENS) else "max_tokens"
+
+
+def to_openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
+    """Convert a frontend message; one with an image becomes text and image content parts."""
+    image = message.get("image")
+    if not image:
+        return {"role": message["role"], "content": message["content"]}
+    parts = [
+        {"type": "text", "text": message["content"]},
+        {"type": "image_url", "image_url": {"url": image, "detail": "low"}},
+    ]
+    return {"role": message["role"], "content": parts}
+
+
+def build_request(messages: list[Mapping[str, Any]], model: str, token_limit: int) -> dict:
+    """The keyword arguments of the upstream call; the client chooses neither model nor cap."""
+    return {
+        "model": model,
+        "messages": [to_openai_message(message) for message in messages],
+        token_limit_parameter(model): token_limit,
+    }
+
+
+def make_client(settings: Mapping[str, Any]) -> openai.OpenAI:
+    """One OpenAI client per process, bounded by the timeout and retry settings."""
+    return openai.OpenAI(
+        api_key=settings["OPENAI_API_KEY"],
+        base_url=settings["OPENAI_BASE_URL"] or None,
+        timeout=settings["LLM_TIMEOUT_S"],
+        max_retries=settings["LLM_MAX_RETRIES"],
+    )
+
+
+def complete(client: openai.OpenAI, request: dict[str, Any]) -> Completion:
+    """Call the model; raise ModelCallFailed with a sentence a participant may see."""
+    try:
+        raw = client.chat.completions.with_raw_response.create(**request)
+    except openai.APIError as error:
+        raise ModelCallFailed(describe_failure(error, client.max_retries + 1)) from error
+    body = raw.http_response.text
+    parsed = json.loads(body)
+    return Completion(
+        raw_json=body,
+        usage=parsed.get("usage") or {},
+        model=parsed.get("model", request["model"]),
+        attempts=raw.retries_taken + 1,
+    )
+
+
+def describe_failure(error: openai.APIError, attempts: int) -> str:
+    """A sentence saying what went wrong upstream, with no upstream text in it."""
+    if isinstance(error, openai.RateLimitError):
+        return f"The model service rate-limited this request after {attempts} attempts."
+    if isinstance(error, openai.APITimeoutError):
+        return f"The model service did not answer in time after {attempts} attempts."
+    if isinstance(error, openai.APIConnectionError):
+        return f"The model service could not be reached after {attempts} attempts."
+    if isinstance(error, openai.AuthenticationError | openai.PermissionDeniedError):
+        return "The model service refused the study's API key; the research team must check it."
+    if isinstance(error, openai.APIStatusError) and error.status_code >= 500:
+        return f"The model service failed (HTTP {error.status_code}) after {attempts} attempts."
+    status = getattr(error, "status_code", "error")
+    return f"The model service refused this request (HTTP {status})."

@@ -1,0 +1,125 @@
+"""Every setting of the service, named once, with its default and its documentation.
+
+Web and worker processes read the same table. `.env.example` documents each entry
+(a test keeps the two in step). A production process refuses to start while a
+required setting is missing and names all the missing ones at once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from dotenv import load_dotenv
+
+from exceptions import MissingSettings, SettingError
+
+logger = logging.getLogger(__name__)
+
+
+def _int(value: str) -> int:
+    return int(value)
+
+
+def _float(value: str) -> float:
+    return float(value)
+
+
+def _csv(value: str) -> list[str]:
+    return [item.strip() for item in value.split(",") if item.strip()]
+
+
+def _optional_int(value: str) -> int | None:
+    return int(value) if value.strip() else None
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One environment setting: its name, default, parser and meaning."""
+
+    name: str
+    doc: str
+    default: str | None = None
+    required: bool = False
+    parse: Callable[[str], Any] = str
+    secret: bool = False
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("OPENAI_API_KEY", "API key of the model service.", required=True, secret=True),
+    Setting(
+        "OPENAI_BASE_URL",
+        "Base URL of any OpenAI-compatible server (Azure, vLLM, Ollama); empty: OpenAI.",
+        default="",
+    ),
+    Setting("GPT_VERSION", "Model every chat turn uses, e.g. gpt-4o-mini.", required=True),
+    Setting("GPT_TOKEN_LIMIT", "Cap on output tokens per answer.", default="1000", parse=_int),
+    Setting(
+        "FRONTEND_URL",
+        "Origins allowed by CORS, comma-separated, e.g. https://study.example.org.",
+        required=True,
+        parse=_csv,
+    ),
+    Setting("DATABASE_URL", "MongoDB connection string.", required=True, secret=True),
+    Setting("DATABASE_NAME", "MongoDB database that holds the collections.", default="study"),
+    Setting("REDIS_URL", "Redis connection string (queue, results).", required=True, secret=True),
+    Setting("PROLIFIC_CODE", "Completion code handed to participants.", required=True),
+    Setting(
+        "PROLIFIC_URL",
+        "Completion URL; empty: Prolific's standard URL with PROLIFIC_CODE.",
+        default="",
+    ),
+    Setting("PORT", "Port the web process listens on.", default="5000", parse=_int),
+    Setting(
+        "MAX_CONTENT_LENGTH",
+        "Largest request body in bytes (images travel inline as data URLs).",
+        default=str(8 * 1024 * 1024),
+        parse=_int,
+    ),
+    Setting("RESULT_TTL_S", "Seconds an answer stays readable.", default="86400", parse=_int),
+    Setting("LLM_TIMEOUT_S", "Seconds one upstream call may take.", default="60", parse=_float),
+    Setting("LLM_MAX_RETRIES", "Retries of a failed upstream call.", default="4", parse=_int),
+    Setting("LOG_LEVEL", "Logging level of web and worker.", default="INFO"),
+)
+
+BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+
+def load_dotenv_file(directory: Path | None = None) -> None:
+    """Load `.env` from the working directory without overriding the environment."""
+    load_dotenv((directory or Path.cwd()) / ".env", override=False)
+
+
+def load_settings(source: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Read every setting from `source` (default: the environment), parsed, or refuse.
+
+    Values that are already parsed (tests pass Python objects) are kept as they are.
+    """
+    source = os.environ if source is None else source
+    missing = [s.name for s in SETTINGS if s.required and _is_blank(source.get(s.name))]
+    if missing:
+        raise MissingSettings(missing)
+    return {s.name: _parse(s, source.get(s.name, s.default)) for s in SETTINGS}
+
+
+def _is_blank(value: Any) -> bool:
+    return value is None or (isinstance(value, str) and not value.strip())
+
+
+def _parse(setting: Setting, value: Any) -> Any:
+    if not isinstance(value, str):
+        return value
+    try:
+        return setting.parse(value)
+    except ValueError:
+        raise SettingError(f"Setting {setting.name} has an invalid value.") from None
+
+
+def prolific_url(settings: Mapping[str, Any]) -> str:
+    """The completion URL participants are sent to."""
+    code = settings["PROLIFIC_CODE"]
+    return settings["PROLIFIC_URL"] or f"https://app.prolific.com/submissions/complete?cc={code}"

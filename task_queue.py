@@ -1,0 +1,54 @@
+"""The Redis connection and the RQ queue that carries chat jobs from web to worker."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from redis import Redis
+from rq import Queue
+from rq.serializers import JSONSerializer
+
+logger = logging.getLogger(__name__)
+
+QUEUE_NAME = "chat"
+# Job arguments and results are plain JSON: readable in any dashboard, never unpickled.
+SERIALIZER = JSONSerializer
+CHAT_JOB = "jobs.run_chat"
+
+
+def make_redis(url: str) -> Redis:
+    """A pooled Redis client with timeouts, so an outage fails fast instead of hanging."""
+    return Redis.from_url(
+        url,
+        socket_connect_timeout=3,
+        socket_timeout=5,
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )
+
+
+def make_queue(connection: Redis) -> Queue:
+    """The chat queue on `connection`."""
+    return Queue(QUEUE_NAME, connection=connection, serializer=SERIALIZER)
+
+
+def job_timeout(settings: Mapping[str, Any]) -> int:
+    """Seconds a chat job may run: every attempt at its timeout, plus backoff between them."""
+    attempts = settings["LLM_MAX_RETRIES"] + 1
+    return int(attempts * settings["LLM_TIMEOUT_S"] + attempts * 65)
+
+
+def enqueue_chat(
+    queue: Queue, messages: list[dict], participant_id: str | None, settings: Mapping[str, Any]
+) -> str:
+    """Put one chat turn on the queue and return its job id."""
+    job = queue.enqueue(
+        CHAT_JOB,
+        kwargs={"messages": messages, "participant_id": participant_id},
+        job_timeout=job_timeout(settings),
+        result_ttl=settings["RESULT_TTL_S"],
+        failure_ttl=settings["RESULT_TTL_S"],
+    )
+    return job.id

@@ -1,0 +1,129 @@
+"""Fixtures: real Redis, SecantusDB and OpenAI-compatible servers, the app and a worker."""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+
+from app import create_app
+from devtools.servers import FakeOpenAIServer, MongoServer, RedisServer, WorkerProcess
+from services import close_services
+from settings import SETTINGS
+
+ROOT = Path(__file__).resolve().parent.parent
+FRONTEND = "https://study.example.org"
+PROLIFIC_CODE = "C0DE1234"
+
+
+@pytest.fixture(scope="session")
+def server_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the session's servers keep their logs and data."""
+    return tmp_path_factory.mktemp("servers")
+
+
+@pytest.fixture(scope="session")
+def redis_server(server_dir: Path) -> Iterator[RedisServer]:
+    """A real redis-server process."""
+    with RedisServer(directory=server_dir / "redis") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def mongo_server(server_dir: Path) -> Iterator[MongoServer]:
+    """A real SecantusDB process speaking the MongoDB wire protocol."""
+    with MongoServer(directory=server_dir / "mongo", storage_path=server_dir / "mongo-data") as s:
+        yield s
+
+
+@pytest.fixture(scope="session")
+def upstream_server(server_dir: Path) -> Iterator[FakeOpenAIServer]:
+    """A real HTTP server speaking the OpenAI chat completions API."""
+    with FakeOpenAIServer(directory=server_dir / "upstream", latency=0.05) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack_env(redis_server, mongo_server, upstream_server) -> dict[str, str]:
+    """Settings that point the service at the session's servers."""
+    return {
+        "OPENAI_API_KEY": "sk-test-not-a-real-key",
+        "OPENAI_BASE_URL": upstream_server.base_url,
+        "GPT_VERSION": "gpt-4o-mini",
+        "GPT_TOKEN_LIMIT": "300",
+        "FRONTEND_URL": f"{FRONTEND},http://localhost:5173",
+        "DATABASE_URL": mongo_server.url,
+        "DATABASE_NAME": "study_test",
+        "REDIS_URL": redis_server.url,
+        "PROLIFIC_CODE": PROLIFIC_CODE,
+        "LLM_MAX_RETRIES": "2",
+        "LLM_TIMEOUT_S": "5",
+    }
+
+
+def process_env(settings: dict[str, str]) -> dict[str, str]:
+    """The environment of a child process: this one's, minus any study setting, plus `settings`."""
+    names = {setting.name for setting in SETTINGS}
+    env = {key: value for key, value in os.environ.items() if key not in names}
+    env["PYTHONPATH"] = str(ROOT)
+    return {**env, **settings}
+
+
+@pytest.fixture(scope="session")
+def worker(stack_env, server_dir: Path) -> Iterator[WorkerProcess]:
+    """The real worker process, `python worker.py`, as the Procfile runs it."""
+    with WorkerProcess(process_env(stack_env), directory=server_dir / "worker") as process:
+        yield process
+
+
+@pytest.fixture()
+def upstream(upstream_server: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
+    """The upstream, reset before and after the test (faults, request log, latency)."""
+    control(upstream_server, {"reset": True})
+    yield upstream_server
+    control(upstream_server, {"reset": True})
+
+
+def control(server: FakeOpenAIServer, payload: dict) -> dict:
+    """Send a control command to the fake upstream."""
+    url = server.base_url.removesuffix("/v1") + "/_control"
+    request = urllib.request.Request(
+        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as answer:
+        return json.loads(answer.read() or b"{}")
+
+
+def upstream_requests(server: FakeOpenAIServer) -> list[dict]:
+    """Every completion request the upstream received since its last reset."""
+    url = server.base_url.removesuffix("/v1") + "/_requests"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.loads(answer.read())["requests"]
+
+
+@pytest.fixture()
+def app(stack_env) -> Iterator[Flask]:
+    """The app built by the factory against the real servers."""
+    made = create_app(stack_env)
+    made.testing = True
+    yield made
+    close_services(made)
+
+
+@pytest.fixture()
+def client(app: Flask) -> FlaskClient:
+    """A test client of the app."""
+    return app.test_client()
+
+
+@pytest.fixture()
+def participant_id() -> str:
+    """A participant id no other test uses."""
+    return "P-" + uuid.uuid4().hex

@@ -1,0 +1,54 @@
+"""The settings table: required settings, parsing, and .env.example kept in step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from exceptions import MissingSettings, SettingError
+from settings import SETTINGS, load_settings, prolific_url
+
+ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
+REQUIRED = [s.name for s in SETTINGS if s.required]
+
+
+def complete_source() -> dict[str, str]:
+    return {name: "x" for name in REQUIRED} | {"FRONTEND_URL": "https://a.org, https://b.org"}
+
+
+def test_missing_settings_are_all_named():
+    with pytest.raises(MissingSettings) as raised:
+        load_settings({"GPT_VERSION": "gpt-4o", "OPENAI_API_KEY": "  "})
+    missing = set(REQUIRED) - {"GPT_VERSION"}
+    assert set(raised.value.names) == missing
+    for name in missing:
+        assert name in str(raised.value)
+
+
+def test_defaults_and_parsing():
+    settings = load_settings(complete_source())
+    assert settings["FRONTEND_URL"] == ["https://a.org", "https://b.org"]
+    assert settings["GPT_TOKEN_LIMIT"] == 1000
+    assert settings["RESULT_TTL_S"] == 86400
+    assert settings["DATABASE_NAME"] == "study"
+
+
+def test_invalid_number_names_the_setting_not_the_value():
+    with pytest.raises(SettingError, match="GPT_TOKEN_LIMIT") as raised:
+        load_settings(complete_source() | {"GPT_TOKEN_LIMIT": "lots"})
+    assert "lots" not in str(raised.value)
+
+
+def test_prolific_url_defaults_to_prolifics_completion_page():
+    settings = load_settings(complete_source() | {"PROLIFIC_CODE": "ABC"})
+    assert prolific_url(settings) == "https://app.prolific.com/submissions/complete?cc=ABC"
+    custom = settings | {"PROLIFIC_URL": "https://example.org/done"}
+    assert prolific_url(custom) == "https://example.org/done"
+
+
+def test_env_example_documents_every_setting():
+    text = ENV_EXAMPLE.read_text()
+    documented = set(re.findall(r"^([A-Z][A-Z0-9_]+)=", text, flags=re.MULTILINE))
+    assert documented == {setting.name for setting in SETTINGS}
