@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -14,7 +13,6 @@ from flask_cors import CORS
 import chat_routes
 import study_routes
 from errors import register_error_handlers
-from exceptions import MissingSettings
 from logging_setup import configure_logging
 from services import init_services
 from settings import load_dotenv_file, load_settings
@@ -36,15 +34,10 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
 
 
 def _production_app() -> Flask:
-    """The app gunicorn serves: settings from the environment and `.env`, or refuse to start."""
+    """The app gunicorn serves: settings from the environment and `.env`."""
     load_dotenv_file()
     configure_logging()
-    try:
-        return create_app()
-    except MissingSettings as error:
-        logger.critical("%s", error)
-        print(f"Refusing to start: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
+    return create_app()
 
 
 _app: Flask | None = None

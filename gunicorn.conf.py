@@ -17,3 +17,10 @@ timeout = 30
 graceful_timeout = 25
 accesslog = "-"
 errorlog = "-"
+
+
+def on_starting(server):
+    """Refuse to start while a required setting is missing, naming every one."""
+    from settings import check_settings_or_exit
+
+    check_settings_or_exit()

@@ -42,6 +42,11 @@ def store_outcome(connection: Redis, job_id: str, status_code: int, body: str, t
     pipe.execute()
 
 
+def has_outcome(connection: Redis, job_id: str) -> bool:
+    """Whether the job has already stored its final answer."""
+    return bool(connection.exists(outcome_key(job_id)))
+
+
 def read_state(connection: Redis, job_id: str) -> JobState:
     """The outcome and RQ status of a job, in a single round trip."""
     pipe = connection.pipeline(transaction=False)

@@ -12,7 +12,7 @@ from rq import get_current_job
 
 import llm_client
 from exceptions import ModelCallFailed
-from job_outcomes import store_outcome, success_body
+from job_outcomes import has_outcome, store_outcome, success_body
 from settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,9 @@ def run_chat(messages: list[dict], participant_id: str | None = None) -> dict[st
     """Ask the model for the next turn and store the answer where the web reads it."""
     settings = worker_settings()
     job = get_current_job()
+    if has_outcome(job.connection, job.id):
+        # Run again after its worker died between answering and bookkeeping: keep the answer.
+        return {"recovered": True}
     request = llm_client.build_request(
         messages, settings["GPT_VERSION"], settings["GPT_TOKEN_LIMIT"]
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -83,6 +84,18 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RESULT_TTL_S", "Seconds an answer stays readable.", default="86400", parse=_int),
     Setting("LLM_TIMEOUT_S", "Seconds one upstream call may take.", default="60", parse=_float),
     Setting("LLM_MAX_RETRIES", "Retries of a failed upstream call.", default="4", parse=_int),
+    Setting(
+        "WORKER_CONCURRENCY",
+        "Jobs one worker process runs at once (model calls are I/O-bound).",
+        default="256",
+        parse=_int,
+    ),
+    Setting(
+        "WORKER_SHUTDOWN_GRACE_S",
+        "Seconds a stopping worker lets jobs finish before handing them back to the queue.",
+        default="20",
+        parse=_float,
+    ),
     Setting("LOG_LEVEL", "Logging level of web and worker.", default="INFO"),
 )
 
@@ -92,6 +105,16 @@ BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
 def load_dotenv_file(directory: Path | None = None) -> None:
     """Load `.env` from the working directory without overriding the environment."""
     load_dotenv((directory or Path.cwd()) / ".env", override=False)
+
+
+def check_settings_or_exit() -> None:
+    """Refuse to start, naming every missing setting, before a server process forks."""
+    load_dotenv_file()
+    try:
+        load_settings()
+    except (MissingSettings, SettingError) as error:
+        print(f"Refusing to start: {error}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
 
 
 def load_settings(source: Mapping[str, Any] | None = None) -> dict[str, Any]:

@@ -1,35 +1,54 @@
-"""The worker process: `python worker.py` runs chat jobs from the Redis queue."""
+"""The worker process: `python worker.py` runs chat jobs from the Redis queue.
+
+`python worker.py --stock` runs RQ's stock forking worker instead (one job at a
+time), for comparison in the benchmark.
+"""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import sys
+from collections.abc import Mapping
+from typing import Any
 
+from redis import Redis
 from rq import Worker
+from rq.worker import BaseWorker
 
 import jobs
-from exceptions import MissingSettings
+from concurrent_worker import ConcurrentWorker
 from logging_setup import configure_logging
-from settings import load_dotenv_file, load_settings
+from settings import check_settings_or_exit, load_settings
 from task_queue import QUEUE_NAME, SERIALIZER, make_redis
 
 logger = logging.getLogger(__name__)
 
 
-def main() -> int:
+def build_worker(settings: Mapping[str, Any], connection: Redis, stock: bool) -> BaseWorker:
+    """The worker that serves the chat queue."""
+    if stock:
+        return Worker([QUEUE_NAME], connection=connection, serializer=SERIALIZER)
+    return ConcurrentWorker(
+        [QUEUE_NAME],
+        connection=connection,
+        serializer=SERIALIZER,
+        concurrency=settings["WORKER_CONCURRENCY"],
+        shutdown_grace_s=settings["WORKER_SHUTDOWN_GRACE_S"],
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
     """Start the worker, or refuse to when settings are missing."""
-    load_dotenv_file()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--stock", action="store_true", help="run RQ's stock worker")
+    args = parser.parse_args(argv)
+    check_settings_or_exit()
     configure_logging()
-    try:
-        settings = load_settings()
-    except MissingSettings as error:
-        print(f"Refusing to start: {error}", file=sys.stderr, flush=True)
-        return 1
-    # Build the model client before any job runs, so jobs share it.
-    jobs.model_client()
-    connection = make_redis(settings["REDIS_URL"])
-    worker = Worker([QUEUE_NAME], connection=connection, serializer=SERIALIZER)
-    logger.info("worker started: queue %s", QUEUE_NAME)
+    settings = load_settings()
+    jobs.model_client()  # built before any job runs, so that all jobs share it
+    worker = build_worker(settings, make_redis(settings["REDIS_URL"]), args.stock)
+    logger.info("worker started: %s on queue %s", type(worker).__name__, QUEUE_NAME)
     worker.work(logging_level=settings["LOG_LEVEL"])
     return 0
 
