@@ -5,15 +5,18 @@ the terminal reaches only the parent, which then stops the children deliberately
 Output goes to a log file, never to a pipe that could fill up. ``start()`` blocks until
 a readiness probe passes and otherwise raises :class:`ServerStartError` with the tail of
 the log. ``stop()`` signals the whole group, and an ``atexit`` hook stops whatever is
-still running, so an interrupted test run leaves no servers behind.
+still running, so an interrupted test run leaves no servers behind (SIGTERM to the
+parent is turned into KeyboardInterrupt for that, unless it already has a handler;
+only SIGKILL of the parent can still orphan its servers).
 
 Probes for Redis and SecantusDB also check that the answering server reports *our* pid,
 so a stale server already holding the port can never pass for the new one. Processes
 whose probe cannot tell (HTTP ones) refuse to start on a port that already answers.
 
-Typical start times measured in the dev container (start until ready):
-Redis ~0.01 s, SecantusDB ~0.5 s (stopping it takes ~2 s: it checkpoints on SIGTERM),
-fake OpenAI ~0.1 s. ``start_seconds`` records the figure for each start.
+Start times measured in the dev container (spawn until ready; ``start_seconds`` records
+each one): Redis 0.01-0.04 s, SecantusDB 0.55 s (in memory or on disk, fresh, restarted
+or after SIGKILL; up to 1.2 s seen), fake OpenAI 0.1-0.15 s, gunicorn web 0.5 s, worker
+0.75 s. Stopping takes about 0.1 s, except SecantusDB: about 2.1 s after SIGTERM.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -164,6 +168,7 @@ class ManagedProcess:
             return self
         self.stop()  # reap a crashed predecessor and its group
         self._refuse_taken_port()
+        _sigterm_as_interrupt()
         began = time.monotonic()
         self._spawn()
         self._wait_ready(began + self.ready_timeout)
@@ -296,6 +301,23 @@ class ManagedProcess:
         _live.discard(self)
 
 
+def _sigterm_as_interrupt() -> None:
+    """Make SIGTERM act like Ctrl-C (KeyboardInterrupt) while it would otherwise be fatal.
+
+    Then ``timeout``, a CI runner or ``kill`` ending the parent unwinds it normally
+    (pytest stops the session and runs teardowns) and the atexit cleanup runs instead of
+    leaving its servers behind. A handler someone else installed is left alone.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, _frame: object) -> NoReturn:
+    raise KeyboardInterrupt(f"signal {signal.Signals(signum).name}")
+
+
 @atexit.register
 def _stop_leftovers() -> None:
     """Stop every server still running when the interpreter exits (e.g. after Ctrl-C)."""
@@ -391,6 +413,10 @@ class MongoServer(ManagedProcess):
 
     It gets an empty config file of its own, so no ``secantusd.toml`` lying around in the
     working or home directory changes its behaviour. Later ``extra_args`` win.
+
+    ``restart()`` (SIGTERM) keeps stored data. ``kill()`` loses writes of roughly the
+    last second unless they used ``j=True`` or the server runs with
+    ``extra_args=["--sync-on-commit"]``, so crash tests should use one of those.
     """
 
     probe_checks_identity = True

@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -267,3 +268,31 @@ def test_interpreter_exit_stops_leftover_servers(tmp_path: Path) -> None:
     assert "KeyboardInterrupt" in result.stderr
     pid = int(result.stdout.split()[0])
     wait_for(lambda: gone(pid), timeout=5)
+
+
+def test_sigterm_to_the_parent_stops_its_servers(tmp_path: Path) -> None:
+    pid_file = tmp_path / "redis.pid"
+    code = f"""
+        import time
+        from pathlib import Path
+        from devtools.servers import RedisServer
+        server = RedisServer(directory=Path({str(tmp_path)!r})).start()
+        Path({str(pid_file)!r}).write_text(str(server.pid))
+        while True:
+            time.sleep(1)
+    """
+    parent = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        wait_for(lambda: pid_file.exists() and pid_file.read_text(), timeout=30)
+        parent.terminate()
+        assert parent.wait(timeout=30) == -signal.SIGINT  # unwound as if by Ctrl-C
+    finally:
+        parent.kill()
+        parent.wait()
+    wait_for(lambda: gone(int(pid_file.read_text())), timeout=5)
