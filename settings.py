@@ -16,10 +16,14 @@ from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
+from limits import parse_many
 
 from exceptions import MissingSettings, SettingError
 
 logger = logging.getLogger(__name__)
+
+# An admin token shorter than this could be guessed; `openssl rand -hex 32` makes a good one.
+MIN_ADMIN_TOKEN_LENGTH = 24
 
 
 def _int(value: str) -> int:
@@ -36,6 +40,21 @@ def _csv(value: str) -> list[str]:
 
 def _optional_int(value: str) -> int | None:
     return int(value) if value.strip() else None
+
+
+def _rate_limit(value: str) -> str:
+    """A flask-limiter limit string such as `20/minute` (empty: no limit), checked at start."""
+    if value.strip():
+        parse_many(value)  # raises ValueError, reported as an invalid setting
+    return value.strip()
+
+
+def _admin_token(value: str) -> str:
+    """The admin bearer token (empty: admin surface off); short, guessable ones are refused."""
+    token = value.strip()
+    if token and len(token) < MIN_ADMIN_TOKEN_LENGTH:
+        raise ValueError("admin token too short")
+    return token
 
 
 @dataclass(frozen=True)
@@ -80,6 +99,62 @@ SETTINGS: tuple[Setting, ...] = (
         "Largest request body in bytes (images travel inline as data URLs).",
         default=str(8 * 1024 * 1024),
         parse=_int,
+    ),
+    Setting(
+        "MAX_MESSAGES",
+        "Most messages one POST /chat may carry (the whole conversation so far).",
+        default="100",
+        parse=_int,
+    ),
+    Setting(
+        "MAX_MESSAGE_CHARS",
+        "Most characters in one message's content.",
+        default="20000",
+        parse=_int,
+    ),
+    Setting(
+        "MAX_TOTAL_CHARS",
+        "Most characters in all message contents of one POST /chat together.",
+        default="100000",
+        parse=_int,
+    ),
+    Setting(
+        "MAX_IMAGE_BYTES",
+        "Largest image (decoded bytes) a message may carry as a base64 data URL.",
+        default=str(5 * 1024 * 1024),
+        parse=_int,
+    ),
+    Setting(
+        "CHAT_RATE_LIMIT",
+        "Chat turns one client may start, e.g. `20/minute` (client: participantId, else IP);"
+        " empty: no limit.",
+        default="20/minute",
+        parse=_rate_limit,
+    ),
+    Setting(
+        "PROXY_FIX_X_FOR",
+        "Proxies in front of the app that append to X-Forwarded-For (Heroku: 1; none: 0).",
+        default="1",
+        parse=_int,
+    ),
+    Setting(
+        "PARTICIPANT_TOKEN_BUDGET",
+        "Most model tokens one participantId may spend; empty: no cap.",
+        default="",
+        parse=_optional_int,
+    ),
+    Setting(
+        "STUDY_TOKEN_BUDGET",
+        "Most model tokens all participants together may spend; empty: no cap.",
+        default="",
+        parse=_optional_int,
+    ),
+    Setting(
+        "ADMIN_TOKEN",
+        "Bearer token of the /admin pages (24+ characters); empty: /admin is off (404).",
+        default="",
+        parse=_admin_token,
+        secret=True,
     ),
     Setting("RESULT_TTL_S", "Seconds an answer stays readable.", default="86400", parse=_int),
     Setting("LLM_TIMEOUT_S", "Seconds one upstream call may take.", default="60", parse=_float),
