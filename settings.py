@@ -57,6 +57,14 @@ def _admin_token(value: str) -> str:
     return token
 
 
+def _cert_reqs(value: str) -> str:
+    """redis-py's `ssl_cert_reqs`: how strictly a rediss:// server's certificate is checked."""
+    choice = value.strip().lower()
+    if choice not in ("required", "optional", "none"):
+        raise ValueError("expected required, optional or none")
+    return choice
+
+
 @dataclass(frozen=True)
 class Setting:
     """One environment setting: its name, default, parser and meaning."""
@@ -87,6 +95,13 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DATABASE_URL", "MongoDB connection string.", required=True, secret=True),
     Setting("DATABASE_NAME", "MongoDB database that holds the collections.", default="study"),
     Setting("REDIS_URL", "Redis connection string (queue, results).", required=True, secret=True),
+    Setting(
+        "REDIS_SSL_CERT_REQS",
+        "Check of the Redis server's TLS certificate on rediss:// URLs: required, optional"
+        " or none (Heroku Redis presents a self-signed one).",
+        default="required",
+        parse=_cert_reqs,
+    ),
     Setting("PROLIFIC_CODE", "Completion code handed to participants.", required=True),
     Setting(
         "PROLIFIC_URL",

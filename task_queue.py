@@ -18,14 +18,20 @@ SERIALIZER = JSONSerializer
 CHAT_JOB = "jobs.run_chat"
 
 
-def make_redis(url: str) -> Redis:
-    """A pooled Redis client with timeouts, so an outage fails fast instead of hanging."""
+def make_redis(url: str, ssl_cert_reqs: str = "required") -> Redis:
+    """A pooled Redis client with timeouts, so an outage fails fast instead of hanging.
+
+    `ssl_cert_reqs` (required, optional, none) applies to rediss:// URLs only: redis-py
+    refuses the option on plain connections. Heroku Redis needs none (self-signed).
+    """
+    tls = {"ssl_cert_reqs": ssl_cert_reqs} if url.startswith("rediss://") else {}
     return Redis.from_url(
         url,
         socket_connect_timeout=3,
         socket_timeout=5,
         health_check_interval=30,
         retry_on_timeout=False,
+        **tls,
     )
 
 

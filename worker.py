@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     settings = load_settings()
     jobs.model_client()  # built before any job runs, so that all jobs share it
-    worker = build_worker(settings, make_redis(settings["REDIS_URL"]), args.stock)
+    connection = make_redis(settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"])
+    worker = build_worker(settings, connection, args.stock)
     logger.info("worker started: %s on queue %s", type(worker).__name__, QUEUE_NAME)
     worker.work(logging_level=settings["LOG_LEVEL"])
     return 0
