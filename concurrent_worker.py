@@ -34,9 +34,9 @@ import job_recovery
 
 logger = logging.getLogger(__name__)
 
-# Seconds a job's heartbeat stays valid after it is sent: short, so that the jobs of
-# a killed worker are noticed and run again within seconds, not minutes.
-HEARTBEAT_GRACE_S = 15
+# A job's heartbeat holds for this many beats (plus a few seconds): short, so that the
+# jobs of a killed worker are noticed and run again within seconds, not minutes.
+BEATS_BEFORE_ABANDONED = 3
 
 
 @dataclass
@@ -96,7 +96,7 @@ class ConcurrentWorker(BaseWorker):
 
     def get_heartbeat_ttl(self, job: Job) -> int:
         """How long a job's heartbeat holds: a few missed beats, never the job's timeout."""
-        return self.job_monitoring_interval + HEARTBEAT_GRACE_S
+        return BEATS_BEFORE_ABANDONED * self.job_monitoring_interval + 5
 
     def in_flight_count(self) -> int:
         """Number of jobs running now."""
@@ -189,7 +189,7 @@ class ConcurrentWorker(BaseWorker):
         with self._lock:
             running = [entry for entry in self._in_flight.values() if entry.execution]
         with self.connection.pipeline() as pipeline:
-            self.heartbeat(self.job_monitoring_interval + HEARTBEAT_GRACE_S + 60, pipeline=pipeline)
+            self.heartbeat(self.worker_ttl, pipeline=pipeline)
             for entry in running:
                 ttl = self.get_heartbeat_ttl(entry.job)
                 entry.execution.heartbeat(entry.job.started_job_registry, ttl, pipeline=pipeline)

@@ -14,6 +14,8 @@ logger = logging.getLogger(__name__)
 
 # One document per participant, keyed by participantId.
 DATA_COLLECTION = "data"
+# One document per chat job, keyed by job id (see chat_log.py).
+CHAT_LOG_COLLECTION = "chat_log"
 
 
 def make_mongo_client(url: str) -> MongoClient:

@@ -34,6 +34,7 @@ class BadRequest(StudyChatError):
 class ModelCallFailed(StudyChatError):
     """The upstream model call failed for good; the message is safe to show."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, attempts: int = 1) -> None:
         self.message = message
+        self.attempts = attempts
         super().__init__(message)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from redis import Redis
+from redis.client import Pipeline
 from rq.job import Job
 
 OUTCOME_PREFIX = "chat:outcome:"
@@ -33,13 +34,11 @@ def success_body(raw_completion_json: str) -> str:
     return '{"response": ' + raw_completion_json + "}"
 
 
-def store_outcome(connection: Redis, job_id: str, status_code: int, body: str, ttl: int) -> None:
-    """Record a job's final answer (200) or failure (502) for `ttl` seconds."""
+def store_outcome(pipeline: Pipeline, job_id: str, status_code: int, body: str, ttl: int) -> None:
+    """Record a job's final answer (200) or failure (502) for `ttl` seconds, on `pipeline`."""
     key = outcome_key(job_id)
-    pipe = connection.pipeline(transaction=True)
-    pipe.hset(key, mapping={"code": status_code, "body": body})
-    pipe.expire(key, ttl)
-    pipe.execute()
+    pipeline.hset(key, mapping={"code": status_code, "body": body})
+    pipeline.expire(key, ttl)
 
 
 def has_outcome(connection: Redis, job_id: str) -> bool:

@@ -9,7 +9,9 @@ from typing import Any
 
 import openai
 from rq import get_current_job
+from rq.job import Job
 
+import chat_log
 import llm_client
 from exceptions import ModelCallFailed
 from job_outcomes import has_outcome, store_outcome, success_body
@@ -31,7 +33,7 @@ def model_client() -> openai.OpenAI:
 
 
 def run_chat(messages: list[dict], participant_id: str | None = None) -> dict[str, Any]:
-    """Ask the model for the next turn and store the answer where the web reads it."""
+    """Ask the model for the next turn; store the answer and its transcript entry together."""
     settings = worker_settings()
     job = get_current_job()
     if has_outcome(job.connection, job.id):
@@ -40,12 +42,39 @@ def run_chat(messages: list[dict], participant_id: str | None = None) -> dict[st
     request = llm_client.build_request(
         messages, settings["GPT_VERSION"], settings["GPT_TOKEN_LIMIT"]
     )
-    ttl = settings["RESULT_TTL_S"]
     try:
         completion = llm_client.complete(model_client(), request)
     except ModelCallFailed as failure:
         logger.warning("chat job %s failed: %s", job.id, failure.message)
-        store_outcome(job.connection, job.id, 502, json.dumps({"error": failure.message}), ttl)
+        body = json.dumps({"error": failure.message})
+        _finish(job, 502, body, None, error=failure.message, attempts=failure.attempts)
         raise
-    store_outcome(job.connection, job.id, 200, success_body(completion.raw_json), ttl)
+    response = json.loads(completion.raw_json)
+    _finish(job, 200, success_body(completion.raw_json), response, completion=completion)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}
+
+
+def _finish(
+    job: Job,
+    code: int,
+    body: str,
+    response: dict | None,
+    completion: llm_client.Completion | None = None,
+    error: str | None = None,
+    attempts: int | None = None,
+) -> None:
+    """Store the answer the web reads and the transcript entry in one transaction."""
+    entry = chat_log.entry_for(
+        job,
+        "finished" if code == 200 else "failed",
+        response,
+        model=completion.model if completion else worker_settings()["GPT_VERSION"],
+        usage=completion.usage if completion else None,
+        attempts=completion.attempts if completion else attempts,
+        error=error,
+        endedAt=chat_log.utcnow_iso(),
+    )
+    with job.connection.pipeline(transaction=True) as pipeline:
+        store_outcome(pipeline, job.id, code, body, worker_settings()["RESULT_TTL_S"])
+        chat_log.add_entry(pipeline, entry)
+        pipeline.execute()

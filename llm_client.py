@@ -69,7 +69,8 @@ def complete(client: openai.OpenAI, request: dict[str, Any]) -> Completion:
     try:
         raw = client.chat.completions.with_raw_response.create(**request)
     except openai.APIError as error:
-        raise ModelCallFailed(describe_failure(error, client.max_retries + 1)) from error
+        attempts = attempts_made(error, client.max_retries)
+        raise ModelCallFailed(describe_failure(error, attempts), attempts) from error
     body = raw.http_response.text
     parsed = json.loads(body)
     return Completion(
@@ -78,6 +79,14 @@ def complete(client: openai.OpenAI, request: dict[str, Any]) -> Completion:
         model=parsed.get("model", request["model"]),
         attempts=raw.retries_taken + 1,
     )
+
+
+def attempts_made(error: openai.APIError, max_retries: int) -> int:
+    """How many calls the client made: it retries timeouts, 408, 409, 429 and 5xx only."""
+    if isinstance(error, openai.APIConnectionError):
+        return max_retries + 1
+    status = getattr(error, "status_code", 0)
+    return max_retries + 1 if status in (408, 409, 429) or status >= 500 else 1
 
 
 def describe_failure(error: openai.APIError, attempts: int) -> str:

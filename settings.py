@@ -186,6 +186,12 @@ SETTINGS: tuple[Setting, ...] = (
         default="20",
         parse=_float,
     ),
+    Setting(
+        "WORKER_HEARTBEAT_S",
+        "Seconds between heartbeats of running jobs; a job silent for 3 of them is rerun.",
+        default="5",
+        parse=_int,
+    ),
     Setting("LOG_LEVEL", "Logging level of web and worker.", default="INFO"),
 )
 

@@ -17,7 +17,9 @@ from rq import Worker
 from rq.worker import BaseWorker
 
 import jobs
+from chat_log import ChatLogShipper
 from concurrent_worker import ConcurrentWorker
+from database_helpers import make_mongo_client
 from logging_setup import configure_logging
 from settings import check_settings_or_exit, load_settings
 from task_queue import QUEUE_NAME, SERIALIZER, make_redis
@@ -34,6 +36,7 @@ def build_worker(settings: Mapping[str, Any], connection: Redis, stock: bool) ->
         connection=connection,
         serializer=SERIALIZER,
         concurrency=settings["WORKER_CONCURRENCY"],
+        job_monitoring_interval=settings["WORKER_HEARTBEAT_S"],
         shutdown_grace_s=settings["WORKER_SHUTDOWN_GRACE_S"],
     )
 
@@ -49,9 +52,21 @@ def main(argv: list[str] | None = None) -> int:
     jobs.model_client()  # built before any job runs, so that all jobs share it
     connection = make_redis(settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"])
     worker = build_worker(settings, connection, args.stock)
+    shipper = start_chat_log_shipper(settings, connection, worker.name)
     logger.info("worker started: %s on queue %s", type(worker).__name__, QUEUE_NAME)
     worker.work(logging_level=settings["LOG_LEVEL"])
+    shipper.stop()
     return 0
+
+
+def start_chat_log_shipper(
+    settings: Mapping[str, Any], connection: Redis, name: str
+) -> ChatLogShipper:
+    """Ship this process's chat transcripts to MongoDB in the background."""
+    db = make_mongo_client(settings["DATABASE_URL"])[settings["DATABASE_NAME"]]
+    shipper = ChatLogShipper(connection, db, consumer=name)
+    shipper.start()
+    return shipper
 
 
 if __name__ == "__main__":

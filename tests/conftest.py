@@ -108,6 +108,13 @@ def upstream_requests(server: FakeOpenAIServer) -> list[dict]:
         return json.loads(answer.read())["requests"]
 
 
+def upstream_stats(server: FakeOpenAIServer) -> dict:
+    """Counters of the upstream: completions received, in flight now, most ever in flight."""
+    url = server.base_url.removesuffix("/v1") + "/_stats"
+    with urllib.request.urlopen(url, timeout=5) as answer:
+        return json.loads(answer.read())
+
+
 @pytest.fixture()
 def app(stack_env) -> Iterator[Flask]:
     """The app built by the factory against the real servers."""
@@ -127,3 +134,43 @@ def client(app: Flask) -> FlaskClient:
 def participant_id() -> str:
     """A participant id no other test uses."""
     return "P-" + uuid.uuid4().hex
+
+
+@pytest.fixture()
+def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A Redis server of this test alone, persistent so that it survives a restart."""
+    with RedisServer(directory=tmp_path / "redis", persistent=True) as server:
+        yield server
+
+
+@pytest.fixture()
+def own_stack_env(stack_env, own_redis: RedisServer) -> dict[str, str]:
+    """Settings of an isolated stack: its own Redis and database, fast heartbeats."""
+    return stack_env | {
+        "REDIS_URL": own_redis.url,
+        "DATABASE_NAME": "study_" + uuid.uuid4().hex[:12],
+        "WORKER_HEARTBEAT_S": "1",
+    }
+
+
+@pytest.fixture()
+def start_worker(tmp_path: Path) -> Iterator:
+    """Start real worker processes (`python worker.py`) with given settings; stop them after."""
+    started: list[WorkerProcess] = []
+
+    def start(settings: dict[str, str], *args: str) -> WorkerProcess:
+        process = WorkerProcess(process_env(settings), args, directory=tmp_path / "workers")
+        started.append(process.start())
+        return process
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture()
+def own_app(own_stack_env) -> Iterator[Flask]:
+    """The app of the isolated stack."""
+    made = create_app(own_stack_env)
+    yield made
+    close_services(made)
