@@ -74,9 +74,16 @@ def to_document(raw: bytes | str) -> dict[str, Any]:
 class ChatLogShipper(threading.Thread):
     """Moves log entries from the Redis stream into MongoDB, at least once, idempotently."""
 
-    def __init__(self, connection: redis.Redis, db: Database, consumer: str) -> None:
+    def __init__(
+        self,
+        connection: redis.Redis,
+        db: Database,
+        consumer: str,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+    ) -> None:
         super().__init__(name="chat-log-shipper", daemon=True)
         self.connection = connection
+        self.claim_idle_ms = claim_idle_ms
         self.collection = db[CHAT_LOG_COLLECTION]
         self.consumer = consumer
         self.stopping = threading.Event()
@@ -121,7 +128,7 @@ class ChatLogShipper(threading.Thread):
 
     def _claim_stale(self) -> list[tuple[bytes, dict]]:
         claimed = self.connection.xautoclaim(
-            STREAM, GROUP, self.consumer, min_idle_time=CLAIM_IDLE_MS, count=BATCH
+            STREAM, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, count=BATCH
         )
         return [entry for entry in claimed[1] if entry[1]]
 
