@@ -10,10 +10,15 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
+import admin_routes
 import chat_routes
+import openapi
 import study_routes
+from admin_auth import install_admin_guard
 from errors import register_error_handlers
 from logging_setup import configure_logging
+from rate_limits import init_rate_limits, trust_proxies
+from security_headers import install_security_headers
 from services import init_services
 from settings import load_dotenv_file, load_settings
 
@@ -25,11 +30,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings({**os.environ, **(config or {})})
     app = Flask(__name__)
     app.config.from_mapping(settings)
-    init_services(app, settings)
+    made = init_services(app, settings)
+    trust_proxies(app, settings["PROXY_FIX_X_FOR"])
     CORS(app, origins=settings["FRONTEND_URL"])
     register_error_handlers(app)
+    install_security_headers(app)
+    install_admin_guard(app)
     app.register_blueprint(chat_routes.bp)
     app.register_blueprint(study_routes.bp)
+    app.register_blueprint(admin_routes.bp)
+    app.register_blueprint(openapi.bp)
+    init_rate_limits(app, settings, made.redis)
     return app
 
 

@@ -6,11 +6,12 @@ import logging
 
 from flask import Blueprint, Response, jsonify
 
+from budgets import PARTICIPANT, STUDY, admit_chat
 from errors import error_response
 from job_outcomes import read_state
 from schemas import ChatRequest, CheckResponseRequest, parse_body
 from services import services
-from task_queue import enqueue_chat
+from task_queue import enqueue_chat, new_job_id
 
 logger = logging.getLogger(__name__)
 
@@ -19,6 +20,10 @@ bp = Blueprint("chat", __name__)
 FAILED_STATUSES = {"failed", "stopped", "canceled"}
 UNKNOWN_JOB = "No chat job with this jobId exists; it may have expired."
 FAILED_JOB = "The model call for this job failed."
+BUDGET_SPENT = {
+    PARTICIPANT: "This participant's token budget is spent; no more chat turns can be started.",
+    STUDY: "The study's token budget is spent; no more chat turns can be started.",
+}
 
 
 @bp.post("/chat")
@@ -27,7 +32,12 @@ def chat():
     body = parse_body(ChatRequest)
     messages = [message.model_dump(exclude_none=True) for message in body.messages]
     made = services()
-    job_id = enqueue_chat(made.queue, messages, body.participantId, made.settings)
+    job_id = new_job_id()
+    # Checked and held atomically before anything is queued: no upstream call over budget.
+    spent = admit_chat(made.redis, job_id, body.participantId, messages, made.settings)
+    if spent:
+        return error_response(429, BUDGET_SPENT[spent])
+    enqueue_chat(made.queue, messages, body.participantId, made.settings, job_id=job_id)
     return jsonify(jobId=job_id), 202
 
 

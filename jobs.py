@@ -11,6 +11,7 @@ import openai
 from rq import get_current_job
 from rq.job import Job
 
+import budgets
 import chat_log
 import llm_client
 from exceptions import ModelCallFailed
@@ -49,6 +50,7 @@ def run_chat(messages: list[dict], participant_id: str | None = None) -> dict[st
         body = json.dumps({"error": failure.message})
         _finish(job, 502, body, None, error=failure.message, attempts=failure.attempts)
         raise
+    budgets.record_usage(job.connection, job.id, participant_id, completion.usage)
     response = json.loads(completion.raw_json)
     _finish(job, 200, success_body(completion.raw_json), response, completion=completion)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}

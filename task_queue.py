@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -46,13 +47,23 @@ def job_timeout(settings: Mapping[str, Any]) -> int:
     return int(attempts * settings["LLM_TIMEOUT_S"] + attempts * 65)
 
 
+def new_job_id() -> str:
+    """A job id as RQ makes one (`str(uuid4())`), known before the job is enqueued."""
+    return str(uuid.uuid4())
+
+
 def enqueue_chat(
-    queue: Queue, messages: list[dict], participant_id: str | None, settings: Mapping[str, Any]
+    queue: Queue,
+    messages: list[dict],
+    participant_id: str | None,
+    settings: Mapping[str, Any],
+    job_id: str | None = None,
 ) -> str:
-    """Put one chat turn on the queue and return its job id."""
+    """Put one chat turn on the queue (as `job_id` when given) and return its job id."""
     job = queue.enqueue(
         CHAT_JOB,
         kwargs={"messages": messages, "participant_id": participant_id},
+        job_id=job_id,
         job_timeout=job_timeout(settings),
         result_ttl=settings["RESULT_TTL_S"],
         failure_ttl=settings["RESULT_TTL_S"],

@@ -65,6 +65,9 @@ def stack_env(redis_server, mongo_server, upstream_server) -> dict[str, str]:
         "PROLIFIC_CODE": PROLIFIC_CODE,
         "LLM_MAX_RETRIES": "2",
         "LLM_TIMEOUT_S": "5",
+        # The suite starts hundreds of chats from one address within a minute; the tests of
+        # the limit itself (tests/test_rate_limits.py) build apps with tight ones.
+        "CHAT_RATE_LIMIT": "100000/minute",
     }
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from app import create_app
@@ -75,7 +77,7 @@ def test_redis_down_is_503_quickly_and_save_still_works(stack_env, participant_i
     try:
         client = app.test_client()
         chat = client.post("/chat", json={"messages": [{"role": "user", "content": "x"}]})
-        polled = client.post("/check_response", json={"jobId": "abc"})
+        polled = client.post("/check_response", json={"jobId": str(uuid.uuid4())})
         checked = client.post("/check_participation", json={"id": participant_id})
     finally:
         close_services(app)

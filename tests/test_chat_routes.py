@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 
 from tests.conftest import control, upstream_requests
@@ -84,7 +86,7 @@ def test_conversation_roles_are_forwarded_in_order(client, upstream):
 
 
 def test_unknown_job_is_404(client):
-    answer = client.post("/check_response", json={"jobId": "no-such-job"})
+    answer = client.post("/check_response", json={"jobId": str(uuid.uuid4())})
     assert answer.status_code == 404
     assert "jobId" in answer.get_json()["error"]
 
@@ -119,7 +121,19 @@ def test_chat_rejects_bad_bodies_naming_the_field(client, body, field):
     assert f"'{field}'" in answer.get_json()["error"]
 
 
-@pytest.mark.parametrize("body", [{}, {"jobId": 12}, {"jobId": ""}, {"jobId": None}])
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"jobId": 12},
+        {"jobId": ""},
+        {"jobId": None},
+        {"jobId": "no-such-job"},
+        {"jobId": {"$ne": ""}},
+        {"jobId": str(uuid.uuid4()).upper()},
+        {"jobId": "rq:job:" + str(uuid.uuid4())},
+    ],
+)
 def test_check_response_rejects_bad_job_ids(client, body):
     answer = client.post("/check_response", json=body)
     assert answer.status_code == 400
