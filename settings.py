@@ -57,6 +57,16 @@ def _admin_token(value: str) -> str:
     return token
 
 
+def _bool(value: str) -> bool:
+    """true/false, yes/no, on/off or 1/0, in any case; anything else is refused at start."""
+    choice = value.strip().lower()
+    if choice in ("true", "yes", "on", "1"):
+        return True
+    if choice in ("false", "no", "off", "0", ""):
+        return False
+    raise ValueError("expected true or false")
+
+
 def _cert_reqs(value: str) -> str:
     """redis-py's `ssl_cert_reqs`: how strictly a rediss:// server's certificate is checked."""
     choice = value.strip().lower()
@@ -170,6 +180,12 @@ SETTINGS: tuple[Setting, ...] = (
         default="",
         parse=_admin_token,
         secret=True,
+    ),
+    Setting(
+        "DEMO_PAGE",
+        "Serve the demo participant page at / (true/false); `make run` turns it on.",
+        default="false",
+        parse=_bool,
     ),
     Setting("RESULT_TTL_S", "Seconds an answer stays readable.", default="86400", parse=_int),
     Setting("LLM_TIMEOUT_S", "Seconds one upstream call may take.", default="60", parse=_float),
