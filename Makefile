@@ -19,6 +19,11 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
+## Simulated participants against web + worker on real servers; figures and chart in bench-results/.
+## Options go through BENCH_ARGS, e.g. make bench BENCH_ARGS="--participants 100 --workers concurrent".
+bench: $(STAMP)
+	$(BIN)/python -m devtools.bench $(BENCH_ARGS)
+
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .

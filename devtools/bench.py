@@ -1,0 +1,235 @@
+"""`make bench`: many simulated participants against the whole stack on real servers.
+
+    python -m devtools.bench --participants 50,100,200,500 --turns 5 --latency 2 \\
+        --workers concurrent,stock --out bench-results
+
+For each worker kind and each N it starts a fresh gunicorn web and worker against real
+Redis, SecantusDB and a fake OpenAI upstream that answers after `--latency` seconds
+(+/- `--jitter`), lets N participants chat and poll (devtools.load_client), and prints
+answers per second against the ideal N / (latency + poll/2), chat-to-answer percentiles,
+HTTP requests per answer, errors, and the peak memory and CPU of every process. It
+writes results.json, results.md and chart.png to `--out`. Stock runs (RQ's forking
+worker, one job at a time) are slow by design: they stop at `--stock-time-limit` and
+report what they achieved until then. Traffic goes to 127.0.0.1 only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from devtools.bench_chart import draw_chart
+from devtools.bench_profile import Profiler
+from devtools.bench_report import markdown_table, speedups, summarise, target_checks
+from devtools.bench_stack import BenchStack, UsageSampler
+from devtools.load_client import LoadPlan, simulate
+from devtools.servers import REPO_ROOT
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_PARTICIPANTS = "50,100,200,500"
+DEFAULT_STOCK_PARTICIPANTS = "50"
+ENV_KNOBS = ("WORKER_CONCURRENCY", "WEB_CONCURRENCY", "WEB_THREADS")
+
+
+def parse_counts(text: str) -> list[int]:
+    """'50,100,200' -> [50, 100, 200]; every count must be positive."""
+    counts = [int(part) for part in text.split(",") if part.strip()]
+    if not counts or min(counts) < 1:
+        raise argparse.ArgumentTypeError("give positive participant counts, e.g. 50,100,200")
+    return counts
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """The command line."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add("--participants", type=parse_counts, default=parse_counts(DEFAULT_PARTICIPANTS))
+    add(
+        "--stock-participants",
+        type=parse_counts,
+        default=parse_counts(DEFAULT_STOCK_PARTICIPANTS),
+        help="participant counts for the stock worker (it is slow)",
+    )
+    add("--workers", default="concurrent,stock", help="worker kinds: concurrent, stock")
+    add("--turns", type=int, default=5, help="chat turns per participant")
+    add("--latency", type=float, default=2.0, help="upstream seconds per answer")
+    add("--jitter", type=float, default=0.25, help="upstream latency varies by +/- this")
+    add("--poll", type=float, default=0.5, help="seconds between /check_response polls")
+    add("--stagger", type=float, default=1.0, help="participants start over this many seconds")
+    add("--time-limit", type=float, default=180.0, help="cut-off of a concurrent run (s)")
+    add("--stock-time-limit", type=float, default=60.0, help="cut-off of a stock run (s)")
+    add("--worker-concurrency", type=int, help="WORKER_CONCURRENCY (default: settings.py)")
+    add("--out", type=Path, default=REPO_ROOT / "bench-results", help="where results go")
+    add("--logs", type=Path, default=REPO_ROOT / "var" / "bench", help="server logs")
+    add("--no-chart", action="store_true", help="skip chart.png")
+    add("--profile", action="store_true", help="py-spy web and worker (see --logs)")
+    return parser.parse_args(argv)
+
+
+def plan_runs(args: argparse.Namespace) -> list[tuple[str, int]]:
+    """(worker kind, N) of every run, in order."""
+    kinds = [kind.strip() for kind in args.workers.split(",") if kind.strip()]
+    unknown = set(kinds) - {"concurrent", "stock"}
+    if unknown:
+        raise SystemExit(f"unknown worker kind(s): {', '.join(sorted(unknown))}")
+    runs = []
+    for kind in kinds:
+        counts = args.stock_participants if kind == "stock" else args.participants
+        runs.extend((kind, n) for n in counts)
+    return runs
+
+
+def env_overrides(args: argparse.Namespace) -> dict[str, str]:
+    """Tuning knobs for web and worker: the command line's, else this environment's."""
+    overrides = {knob: os.environ[knob] for knob in ENV_KNOBS if knob in os.environ}
+    if args.worker_concurrency:
+        overrides["WORKER_CONCURRENCY"] = str(args.worker_concurrency)
+    return overrides
+
+
+def one_run(
+    stack: BenchStack, args: argparse.Namespace, kind: str, participants: int
+) -> dict[str, Any]:
+    """Start web and worker, let `participants` chat, return every figure of the run."""
+    limit = args.stock_time_limit if kind == "stock" else args.time_limit
+    plan = LoadPlan(
+        participants=participants,
+        turns=args.turns,
+        poll_s=args.poll,
+        stagger_s=args.stagger,
+        request_timeout_s=min(30.0, limit),
+        deadline_s=limit,
+        run_id=f"{kind}-{participants}",
+    )
+    load_before = os.getloadavg()[0]
+    with stack.service(kind, env_overrides(args)) as (web, worker):
+        pids = {"web": web.pid, "worker": worker.pid, **stack.shared_pids()}
+        with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, worker.pid):
+            before = own_cpu_s()
+            result = simulate(web.url, plan)
+            sampler.usage.cpu_s["bench"] = own_cpu_s() - before
+    row = {"worker": kind, **summarise(result, args.latency), "jitter_s": args.jitter}
+    usage = sampler.usage
+    row["web_peak_rss_mb"] = usage.peak_rss_mb["web"]
+    row["worker_peak_rss_mb"] = usage.peak_rss_mb["worker"]
+    row["cpu_s"] = usage.cpu_s
+    row["load_average_before"] = load_before
+    row["targets"] = target_checks(row)
+    return row
+
+
+def profiler(
+    args: argparse.Namespace, run_id: str, web_pid: int | None, worker_pid: int | None
+) -> contextlib.AbstractContextManager[object]:
+    """py-spy on web and worker when --profile was given, else nothing."""
+    if not args.profile:
+        return contextlib.nullcontext()
+    return Profiler({"web": web_pid, "worker": worker_pid}, args.logs / "profiles", run_id)
+
+
+def own_cpu_s() -> float:
+    """CPU seconds this process (the load generator) has used, its servers not included."""
+    times = os.times()
+    return times.user + times.system
+
+
+def print_run(row: Mapping[str, Any]) -> None:
+    """One line per run while the benchmark goes on."""
+    cpu = ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["cpu_s"].items())
+    cut = " (cut off at the time limit)" if row["cut_off"] else ""
+    print(
+        f"{row['worker']:>10} N={row['participants']:<4} {row['answers_per_s']:.1f} answers/s "
+        f"= {row['ratio_to_ideal']:.0%} of ideal, p99 {row['p99_s'] or 0:.2f} s, "
+        f"{row['errors']} errors{cut}; CPU s: {cpu}",
+        flush=True,
+    )
+
+
+def environment() -> dict[str, Any]:
+    """What the figures were measured on."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+    }
+
+
+def command_line(argv: Sequence[str] | None) -> str:
+    """The command that reproduces the run."""
+    given = list(sys.argv[1:] if argv is None else argv)
+    return " ".join(["python -m devtools.bench", *given])
+
+
+def summary_markdown(report: Mapping[str, Any]) -> str:
+    """results.md: the command, the machine, the table, speed-ups and targets."""
+    rows = report["runs"]
+    lines = [
+        "# Benchmark results",
+        "",
+        f"Command: `{report['command']}`  ",
+        f"Measured {report['environment']['date']} on {report['environment']['cpus']} CPUs, "
+        f"Python {report['environment']['python']}; load average before each run: "
+        + ", ".join(f"{row['load_average_before']:.2f}" for row in rows)
+        + ".",
+        "",
+        markdown_table(rows),
+        "",
+    ]
+    for n, ratio in sorted(report["speedups"].items()):
+        lines.append(f"- N={n}: the concurrent worker answers {ratio:.0f}x as fast as stock RQ.")
+    for row in rows:
+        if row["targets"]:
+            met = ", ".join(
+                f"{name}: {'met' if ok else 'MISSED'}" for name, ok in row["targets"].items()
+            )
+            lines.append(f"- Targets at N={row['participants']}: {met}.")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(report: Mapping[str, Any], out: Path, chart: bool) -> None:
+    """results.json, results.md and (unless told not to) chart.png in `out`."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
+    (out / "results.md").write_text(summary_markdown(report))
+    if chart:
+        draw_chart(report["runs"], out / "chart.png")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run every planned run and write the results."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    args = parse_args(argv)
+    runs = plan_runs(args)
+    shutil.rmtree(args.logs, ignore_errors=True)
+    rows = []
+    with BenchStack(args.logs, args.latency, args.jitter) as stack:
+        for kind, participants in runs:
+            rows.append(one_run(stack, args, kind, participants))
+            print_run(rows[-1])
+    report = {
+        "command": command_line(argv),
+        "environment": environment(),
+        "runs": rows,
+        "speedups": speedups(rows),
+    }
+    write_outputs(report, args.out, chart=not args.no_chart)
+    print()
+    print(summary_markdown(report))
+    print(f"Written to {args.out}; server logs in {args.logs}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

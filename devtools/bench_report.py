@@ -1,0 +1,206 @@
+"""Figures of a benchmark run, computed from its turn records: pure functions only.
+
+Throughput is the rate the service sustains for N participants: for each participant,
+answers received divided by its active time (first chat sent to last answer, or to the
+cut-off when an answer was still missing), summed over participants. With all N active
+at once (starts are spread over only ~1 s) this is what the ideal N / (latency + poll/2)
+describes, and unlike a count of answers in a wall-clock window it is not skewed by
+participants answering in step. The plain rate over the whole span (first chat to last
+answer, so including the ramp-up) is reported too.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from devtools.load_client import LoadResult, TurnRecord
+
+PERCENTILES = (50, 90, 99)
+
+
+def percentile(values: Sequence[float], q: float) -> float | None:
+    """The `q`-th percentile (0-100) by linear interpolation, None for no values."""
+    if not values:
+        return None
+    ordered = sorted(values)
+    rank = (len(ordered) - 1) * q / 100
+    low, high = math.floor(rank), math.ceil(rank)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def ideal_rate(participants: int, latency_s: float, poll_s: float) -> float:
+    """Answers per second if every answer were seen half a poll after the model's latency."""
+    return participants / (latency_s + poll_s / 2)
+
+
+def active_spans(turns: Iterable[TurnRecord], ended: float) -> dict[int, tuple[float, float]]:
+    """Per participant: first chat sent, and last answer (or `ended` if one is missing)."""
+    spans: dict[int, tuple[float, float]] = {}
+    for turn in turns:
+        finish = turn.answered if turn.answered is not None else ended
+        first, last = spans.get(turn.participant, (turn.started, finish))
+        spans[turn.participant] = (min(first, turn.started), max(last, finish))
+    return spans
+
+
+def participant_rates(result: LoadResult) -> dict[int, float]:
+    """Per participant: answers received per second of its active time."""
+    spans = active_spans(result.turns, result.ended)
+    answers = Counter(t.participant for t in result.turns if t.answered is not None)
+    return {
+        index: answers[index] / (last - first) if last > first else 0.0
+        for index, (first, last) in spans.items()
+    }
+
+
+def wait_times(result: LoadResult) -> tuple[list[float], bool]:
+    """Chat-to-answer seconds of every turn not failed; unanswered ones count until the end.
+
+    The flag says whether any turn was cut off, which makes the high percentiles lower
+    bounds of the truth.
+    """
+    waits, censored = [], False
+    for turn in result.turns:
+        if turn.error is not None:
+            continue
+        if turn.answered is None:
+            censored = True
+            waits.append(result.ended - turn.started)
+        else:
+            waits.append(turn.answered - turn.started)
+    return waits, censored
+
+
+def throughput(result: LoadResult) -> dict[str, Any]:
+    """Sustained answers per second (sum of participants' rates), and over the whole span."""
+    answered = [t.answered for t in result.turns if t.answered is not None]
+    first = min((t.started for t in result.turns), default=result.began)
+    last = result.ended if result.deadline_hit else max(answered, default=result.ended)
+    return {
+        "answers_per_s": sum(participant_rates(result).values()),
+        "span_s": last - first,
+        "span_answers_per_s": len(answered) / max(last - first, 1e-9),
+    }
+
+
+def latency_figures(result: LoadResult) -> dict[str, Any]:
+    """Percentiles and maximum of chat-to-answer seconds."""
+    waits, censored = wait_times(result)
+    figures: dict[str, Any] = {f"p{q}_s": percentile(waits, q) for q in PERCENTILES}
+    figures["max_s"] = max(waits, default=None)
+    figures["latency_lower_bound"] = censored
+    return figures
+
+
+def summarise(result: LoadResult, latency_s: float) -> dict[str, Any]:
+    """Every figure of one run that does not need the processes (rates, latency, requests)."""
+    plan = result.plan
+    answers = sum(1 for t in result.turns if t.answered is not None)
+    errors = Counter(t.error for t in result.turns if t.error is not None)
+    requests = sum(t.requests for t in result.turns)
+    ideal = ideal_rate(plan.participants, latency_s, plan.poll_s)
+    rates = throughput(result)
+    return {
+        "participants": plan.participants,
+        "turns": plan.turns,
+        "latency_s": latency_s,
+        "poll_s": plan.poll_s,
+        "answers": answers,
+        "unanswered": plan.participants * plan.turns - answers - sum(errors.values()),
+        "errors": sum(errors.values()),
+        "error_kinds": dict(errors),
+        "cut_off": result.deadline_hit,
+        **rates,
+        "ideal_per_s": ideal,
+        "ratio_to_ideal": rates["answers_per_s"] / ideal,
+        **latency_figures(result),
+        "requests": requests,
+        "requests_per_answer": requests / answers if answers else None,
+    }
+
+
+def speedups(rows: Sequence[Mapping[str, Any]]) -> dict[int, float]:
+    """Per N run with both workers: concurrent answers/s divided by stock answers/s."""
+    by_kind = {(row["worker"], row["participants"]): row for row in rows}
+    ratios = {}
+    for (kind, n), row in by_kind.items():
+        stock = by_kind.get(("stock", n))
+        if kind == "concurrent" and stock and stock["answers_per_s"] > 0:
+            ratios[n] = row["answers_per_s"] / stock["answers_per_s"]
+    return ratios
+
+
+def fmt(value: Any, digits: int = 2) -> str:
+    """A table cell: numbers rounded, None as a dash."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+TABLE_COLUMNS = (
+    ("worker", "worker"),
+    ("participants", "N"),
+    ("answers_per_s", "answers/s"),
+    ("ideal_per_s", "ideal/s"),
+    ("ratio_to_ideal", "of ideal"),
+    ("p50_s", "p50 s"),
+    ("p90_s", "p90 s"),
+    ("p99_s", "p99 s"),
+    ("max_s", "max s"),
+    ("requests_per_answer", "req/answer"),
+    ("errors", "errors"),
+    ("web_peak_rss_mb", "web MB"),
+    ("worker_peak_rss_mb", "worker MB"),
+)
+
+
+def cell(row: Mapping[str, Any], key: str) -> str:
+    """One table cell; a percentile that is only a lower bound gets a '>=' in front."""
+    text = fmt(row.get(key), 0 if key.endswith("_mb") else 2)
+    if key in ("p90_s", "p99_s", "max_s") and row.get("latency_lower_bound"):
+        return ">=" + text
+    if key == "ratio_to_ideal" and row.get(key) is not None:
+        return f"{row[key]:.0%}"
+    return text
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The main figures of every run as a Markdown table."""
+    lines = [
+        "| " + " | ".join(title for _, title in TABLE_COLUMNS) + " |",
+        "|" + "---|" * len(TABLE_COLUMNS),
+    ]
+    for row in rows:
+        cells = [cell(row, key) for key, _ in TABLE_COLUMNS]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def target_checks(row: Mapping[str, Any]) -> dict[str, bool]:
+    """The issue's targets for this run of the concurrent worker (none for other runs).
+
+    Up to N = 200: at least 90 % of the ideal rate, p99 within latency + 1 s, no errors.
+    Up to N = 500: at least 80 % of the ideal rate, no errors, worker under 300 MB.
+    """
+    n = row["participants"]
+    if row.get("worker") != "concurrent" or n > 500:
+        return {}
+    no_errors = row["errors"] == 0 and row["unanswered"] == 0
+    if n <= 200:
+        p99 = row.get("p99_s")
+        return {
+            ">=90% of ideal": row["ratio_to_ideal"] >= 0.9,
+            "p99 <= latency + 1 s": p99 is not None and p99 <= row["latency_s"] + 1,
+            "no errors": no_errors,
+        }
+    memory = row.get("worker_peak_rss_mb")
+    return {
+        ">=80% of ideal": row["ratio_to_ideal"] >= 0.8,
+        "no errors": no_errors,
+        "worker < 300 MB": memory is not None and memory < 300,
+    }

@@ -1,0 +1,105 @@
+"""Figures of a run computed from turn records: rates, percentiles, requests, targets."""
+
+from __future__ import annotations
+
+import pytest
+
+from devtools.bench_report import (
+    ideal_rate,
+    markdown_table,
+    participant_rates,
+    percentile,
+    speedups,
+    summarise,
+    target_checks,
+)
+from devtools.load_client import LoadPlan, LoadResult, TurnRecord
+
+
+def steady_result(participants: int = 4, turns: int = 3, period: float = 2.25) -> LoadResult:
+    """Every participant answered every `period` seconds, starts 0.1 s apart, 6 requests each."""
+    plan = LoadPlan(participants=participants, turns=turns)
+    result = LoadResult(plan, began=100.0)
+    for index in range(participants):
+        start = 100.0 + 0.1 * index
+        for turn in range(turns):
+            began = start + turn * period
+            result.turns.append(TurnRecord(index, turn, began, began + period, requests=6))
+    result.ended = max(t.answered for t in result.turns)
+    return result
+
+
+def test_percentile_interpolates_between_ranks():
+    values = [1.0, 2.0, 3.0, 4.0, 5.0]
+    assert percentile(values, 50) == 3.0
+    assert percentile(values, 90) == pytest.approx(4.6)
+    assert percentile([7.0], 99) == 7.0
+    assert percentile([], 50) is None
+
+
+def test_ideal_rate_is_n_over_latency_plus_half_a_poll():
+    assert ideal_rate(200, 2.0, 0.5) == pytest.approx(200 / 2.25)
+
+
+def test_participant_rate_is_answers_over_active_time():
+    rates = participant_rates(steady_result(participants=2, turns=3, period=2.5))
+    assert rates == {0: pytest.approx(0.4), 1: pytest.approx(0.4)}
+
+
+def test_steady_service_reaches_the_ideal_rate():
+    row = summarise(steady_result(participants=4, turns=3, period=2.25), latency_s=2.0)
+    assert row["answers_per_s"] == pytest.approx(ideal_rate(4, 2.0, 0.5))
+    assert row["ratio_to_ideal"] == pytest.approx(1.0)
+    # The whole span includes the staggered start, so its rate is a little lower.
+    assert row["span_answers_per_s"] < row["answers_per_s"]
+    assert row["p50_s"] == pytest.approx(2.25) and row["p99_s"] == pytest.approx(2.25)
+    assert row["requests_per_answer"] == 6
+    assert row["answers"] == 12 and row["errors"] == 0 and row["unanswered"] == 0
+
+
+def test_failed_and_cut_off_turns_are_counted_not_hidden():
+    result = steady_result(participants=2, turns=2)
+    result.turns[1].answered, result.turns[1].error = None, "POST /chat answered 500"
+    result.turns[3].answered = None  # still waiting when the run was cut off
+    result.deadline_hit = True
+    result.ended += 10
+    row = summarise(result, latency_s=2.0)
+    assert row["errors"] == 1 and row["error_kinds"] == {"POST /chat answered 500": 1}
+    assert row["unanswered"] == 1 and row["cut_off"] is True
+    # The cut-off turn's wait counts until the end, and the percentiles say they are bounds.
+    assert row["latency_lower_bound"] is True
+    assert row["max_s"] > 10
+
+
+def test_speedup_compares_the_two_workers_at_the_same_n():
+    rows = [
+        {"worker": "concurrent", "participants": 50, "answers_per_s": 20.0},
+        {"worker": "stock", "participants": 50, "answers_per_s": 0.5},
+        {"worker": "concurrent", "participants": 200, "answers_per_s": 80.0},
+    ]
+    assert speedups(rows) == {50: pytest.approx(40.0)}
+
+
+def test_table_marks_lower_bounds_and_shows_ratios_as_percent():
+    row = summarise(steady_result(), latency_s=2.0)
+    row.update(worker="stock", latency_lower_bound=True, web_peak_rss_mb=150.4)
+    table = markdown_table([row])
+    assert table.splitlines()[0].startswith("| worker | N | answers/s")
+    assert "| stock | 4 |" in table and "100%" in table and ">=2.25" in table and "| 150 |" in table
+
+
+def test_targets_follow_the_issue():
+    row = summarise(steady_result(), latency_s=2.0)
+    row.update(worker="concurrent", participants=200, worker_peak_rss_mb=120.0)
+    assert target_checks(row) == {
+        ">=90% of ideal": True,
+        "p99 <= latency + 1 s": True,
+        "no errors": True,
+    }
+    row.update(participants=500, ratio_to_ideal=0.7)
+    assert target_checks(row) == {
+        ">=80% of ideal": False,
+        "no errors": True,
+        "worker < 300 MB": True,
+    }
+    assert target_checks({**row, "worker": "stock"}) == {}

@@ -1,0 +1,37 @@
+"""Process trees and their memory and CPU, and the environment the benchmark gives its servers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from devtools.bench_stack import UsageSampler, child_env, study_env, tree, tree_cpu, tree_rss
+
+
+def test_tree_holds_the_process_and_its_children():
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        pids = {process.pid for process in tree(os.getpid())}
+        assert {os.getpid(), child.pid} <= pids
+        assert tree_rss(os.getpid()) > tree_rss(child.pid) > 0
+    finally:
+        child.kill()
+        child.wait()
+    assert tree(None) == [] and tree_rss(None) == 0
+
+
+def test_sampler_reports_peak_memory_and_cpu_used_in_the_block():
+    with UsageSampler({"me": os.getpid()}) as sampler:
+        sum(i * i for i in range(2_000_000))  # some CPU to be seen
+    assert sampler.usage.peak_rss_mb["me"] > 5
+    assert 0 < sampler.usage.cpu_s["me"] < tree_cpu(os.getpid())
+
+
+def test_children_get_only_the_benchmark_settings(monkeypatch):
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-developer-shell")
+    env = child_env(study_env("redis://r", "mongodb://m", "http://u/v1"), {"WEB_THREADS": "8"})
+    assert env["OPENAI_API_KEY"] == "sk-bench-not-a-real-key"
+    assert env["OPENAI_BASE_URL"] == "http://u/v1" and env["WEB_THREADS"] == "8"
+    # One client plays every participant, so the per-client chat limit must not bite.
+    assert env["CHAT_RATE_LIMIT"] == "100000/minute"
