@@ -12,15 +12,19 @@ from flask_cors import CORS
 
 import admin_routes
 import chat_routes
+import export
+import health_routes
 import openapi
+import stream_routes
 import study_routes
 from admin_auth import install_admin_guard
+from demo_routes import register_demo_page
 from errors import register_error_handlers
 from logging_setup import configure_logging
 from rate_limits import init_rate_limits, trust_proxies
 from security_headers import install_security_headers
 from services import init_services
-from settings import load_dotenv_file, load_settings
+from settings import check_settings_or_exit, load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -40,13 +44,17 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(study_routes.bp)
     app.register_blueprint(admin_routes.bp)
     app.register_blueprint(openapi.bp)
+    register_demo_page(app)  # GET / only where DEMO_PAGE is true
     init_rate_limits(app, settings, made.redis)
+    app.register_blueprint(health_routes.bp)
+    app.register_blueprint(stream_routes.bp)
+    app.cli.add_command(export.export_command)
     return app
 
 
 def _production_app() -> Flask:
-    """The app gunicorn serves: settings from the environment and `.env`."""
-    load_dotenv_file()
+    """The app gunicorn and `flask --app app` serve: settings from the environment and `.env`."""
+    check_settings_or_exit()  # a missing setting is one clear line, not a traceback
     configure_logging()
     return create_app()
 

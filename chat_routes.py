@@ -6,6 +6,7 @@ import logging
 
 from flask import Blueprint, Response, jsonify
 
+from answer_stream import wait_until_ended
 from budgets import PARTICIPANT, STUDY, admit_chat
 from errors import error_response
 from job_outcomes import read_state
@@ -37,7 +38,9 @@ def chat():
     spent = admit_chat(made.redis, job_id, body.participantId, messages, made.settings)
     if spent:
         return error_response(429, BUDGET_SPENT[spent])
-    enqueue_chat(made.queue, messages, body.participantId, made.settings, job_id=job_id)
+    enqueue_chat(
+        made.queue, messages, body.participantId, made.settings, job_id=job_id, stream=body.stream
+    )
     return jsonify(jobId=job_id), 202
 
 
@@ -45,7 +48,11 @@ def chat():
 def check_response():
     """Say whether the answer is ready, and give it when it is."""
     body = parse_body(CheckResponseRequest)
-    state = read_state(services().redis, body.jobId)
+    connection = services().redis
+    state = read_state(connection, body.jobId)
+    running = state.body is None and state.rq_status not in FAILED_STATUSES | {None}
+    if running and wait_until_ended(connection, body.jobId, body.wait):
+        state = read_state(connection, body.jobId)
     if state.body is not None:
         return Response(state.body, status=state.status_code, mimetype="application/json")
     if state.rq_status is None:

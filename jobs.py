@@ -11,6 +11,7 @@ import openai
 from rq import get_current_job
 from rq.job import Job
 
+import answer_stream
 import budgets
 import chat_log
 import llm_client
@@ -33,7 +34,9 @@ def model_client() -> openai.OpenAI:
     return llm_client.make_client(worker_settings())
 
 
-def run_chat(messages: list[dict], participant_id: str | None = None) -> dict[str, Any]:
+def run_chat(
+    messages: list[dict], participant_id: str | None = None, stream: bool = False
+) -> dict[str, Any]:
     """Ask the model for the next turn; store the answer and its transcript entry together."""
     settings = worker_settings()
     job = get_current_job()
@@ -44,7 +47,7 @@ def run_chat(messages: list[dict], participant_id: str | None = None) -> dict[st
         messages, settings["GPT_VERSION"], settings["GPT_TOKEN_LIMIT"]
     )
     try:
-        completion = llm_client.complete(model_client(), request)
+        completion = _call_model(job, request, stream)
     except ModelCallFailed as failure:
         logger.warning("chat job %s failed: %s", job.id, failure.message)
         body = json.dumps({"error": failure.message})
@@ -54,6 +57,17 @@ def run_chat(messages: list[dict], participant_id: str | None = None) -> dict[st
     response = json.loads(completion.raw_json)
     _finish(job, 200, success_body(completion.raw_json), response, completion=completion)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}
+
+
+def _call_model(job: Job, request: dict[str, Any], stream: bool) -> llm_client.Completion:
+    """The model's answer; streamed piece by piece to readers of GET /stream when asked."""
+    if not stream:
+        return llm_client.complete(model_client(), request)
+    publisher = answer_stream.PiecePublisher(job.connection, job.id)
+    try:
+        return llm_client.complete_streaming(model_client(), request, publisher.add)
+    finally:
+        publisher.flush()
 
 
 def _finish(
@@ -78,5 +92,6 @@ def _finish(
     )
     with job.connection.pipeline(transaction=True) as pipeline:
         store_outcome(pipeline, job.id, code, body, worker_settings()["RESULT_TTL_S"])
+        answer_stream.mark_ended(pipeline, job.id, worker_settings()["RESULT_TTL_S"])
         chat_log.add_entry(pipeline, entry)
         pipeline.execute()

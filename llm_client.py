@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import httpx2 as httpx
 import openai
 
 from exceptions import ModelCallFailed
 
 logger = logging.getLogger(__name__)
 
+STOPPED_MID_ANSWER = "The model service stopped in the middle of its answer."
 # Reasoning models refuse `max_tokens` and take `max_completion_tokens` instead.
 REFUSES_MAX_TOKENS = ("o1", "o3", "o4", "gpt-5")
 
@@ -79,6 +81,56 @@ def complete(client: openai.OpenAI, request: dict[str, Any]) -> Completion:
         model=parsed.get("model", request["model"]),
         attempts=raw.retries_taken + 1,
     )
+
+
+def complete_streaming(
+    client: openai.OpenAI, request: dict[str, Any], on_piece: Callable[[str], None]
+) -> Completion:
+    """Call the model streaming, hand each piece of text to `on_piece`, return the whole.
+
+    The chunks are assembled into the chat.completion object the same call without
+    streaming returns, so polling clients see the same shape either way.
+    """
+    options = {"stream": True, "stream_options": {"include_usage": True}}
+    try:
+        raw = client.chat.completions.with_raw_response.create(**request, **options)
+        assembled = assemble(raw.parse(), on_piece)
+    except openai.APIError as error:
+        attempts = attempts_made(error, client.max_retries)
+        raise ModelCallFailed(describe_failure(error, attempts), attempts) from error
+    except httpx.HTTPError as error:
+        raise ModelCallFailed(STOPPED_MID_ANSWER, 1) from error
+    return Completion(
+        raw_json=json.dumps(assembled, ensure_ascii=False, separators=(",", ":")),
+        usage=assembled["usage"] or {},
+        model=assembled["model"],
+        attempts=raw.retries_taken + 1,
+    )
+
+
+def assemble(chunks: Iterable[Any], on_piece: Callable[[str], None]) -> dict[str, Any]:
+    """Join streamed chunks into a chat.completion object, passing on each piece."""
+    first, texts, finish, usage = None, [], None, None
+    for chunk in chunks:
+        first = first or chunk
+        usage = chunk.usage.model_dump() if chunk.usage else usage
+        for choice in chunk.choices[:1]:
+            finish = choice.finish_reason or finish
+            if choice.delta.content:
+                texts.append(choice.delta.content)
+                on_piece(choice.delta.content)
+    if first is None:
+        raise ModelCallFailed(STOPPED_MID_ANSWER, 1)
+    message = {"role": "assistant", "content": "".join(texts), "refusal": None}
+    return {
+        "id": first.id,
+        "object": "chat.completion",
+        "created": first.created,
+        "model": first.model,
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+        "usage": usage,
+        "system_fingerprint": first.system_fingerprint,
+    }
 
 
 def attempts_made(error: openai.APIError, max_retries: int) -> int:

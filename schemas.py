@@ -23,6 +23,8 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    StrictBool,
+    StrictFloat,
     StrictStr,
     TypeAdapter,
     ValidationError,
@@ -52,6 +54,9 @@ MAX_JSON_DEPTH = 32
 # Characters that would make a stored key look like a MongoDB operator or path, and the
 # look-alikes that replace them (MongoDB's own advice), so no participant data is lost.
 KEY_ESCAPES = {".": "\uff0e", "$": "\uff04"}
+
+# Longest long poll of /check_response: below the 30 s after which routers (Heroku) cut.
+MAX_WAIT_S = 25
 
 NonEmptyId = Annotated[StrictStr, Field(min_length=1, max_length=200)]
 JobId = Annotated[StrictStr, Field(pattern=JOB_ID_PATTERN)]
@@ -185,6 +190,10 @@ class ChatRequest(RequestBody):
 
     messages: list[ChatMessage] = Field(min_length=1)
     participantId: NonEmptyId | None = None
+    stream: StrictBool = Field(
+        default=False,
+        description="Stream the answer from the model, to read it at GET /stream/{jobId}.",
+    )
 
     @field_validator("messages")
     @classmethod
@@ -205,6 +214,13 @@ class CheckResponseRequest(RequestBody):
     """POST /check_response."""
 
     jobId: JobId = Field(description="The jobId POST /chat answered.")
+    wait: StrictFloat = Field(
+        default=0,
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="Seconds to hold the request open until the answer is ready (long poll).",
+    )
 
 
 class SaveRequest(RequestBody):

@@ -31,7 +31,9 @@ class Services:
 
 def init_services(app: Flask, settings: Mapping[str, Any]) -> Services:
     """Create the clients once and attach them to `app`."""
-    connection = make_redis(settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"])
+    connection = make_redis(
+        settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"], settings["REDIS_MAX_CONNECTIONS"]
+    )
     mongo = make_mongo_client(settings["DATABASE_URL"])
     made = Services(
         settings=settings,

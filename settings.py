@@ -208,6 +208,12 @@ SETTINGS: tuple[Setting, ...] = (
         default="5",
         parse=_int,
     ),
+    Setting(
+        "REDIS_MAX_CONNECTIONS",
+        "Redis connections one process may open (hosted plans cap clients; requests wait).",
+        default="50",
+        parse=_int,
+    ),
     Setting("LOG_LEVEL", "Logging level of web and worker.", default="INFO"),
 )
 

@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from redis import Redis
+from redis import BlockingConnectionPool, Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
@@ -19,21 +19,26 @@ SERIALIZER = JSONSerializer
 CHAT_JOB = "jobs.run_chat"
 
 
-def make_redis(url: str, ssl_cert_reqs: str = "required") -> Redis:
+def make_redis(url: str, ssl_cert_reqs: str = "required", max_connections: int = 50) -> Redis:
     """A pooled Redis client with timeouts, so an outage fails fast instead of hanging.
 
+    At most `max_connections` connections: hosted Redis plans cap their clients, so a
+    burst of requests waits briefly for a free connection instead of opening more.
     `ssl_cert_reqs` (required, optional, none) applies to rediss:// URLs only: redis-py
     refuses the option on plain connections. Heroku Redis needs none (self-signed).
     """
     tls = {"ssl_cert_reqs": ssl_cert_reqs} if url.startswith("rediss://") else {}
-    return Redis.from_url(
+    pool = BlockingConnectionPool.from_url(
         url,
+        max_connections=max_connections,
+        timeout=10,
         socket_connect_timeout=3,
         socket_timeout=5,
         health_check_interval=30,
         retry_on_timeout=False,
         **tls,
     )
+    return Redis(connection_pool=pool)
 
 
 def make_queue(connection: Redis) -> Queue:
@@ -58,11 +63,15 @@ def enqueue_chat(
     participant_id: str | None,
     settings: Mapping[str, Any],
     job_id: str | None = None,
+    stream: bool = False,
 ) -> str:
     """Put one chat turn on the queue (as `job_id` when given) and return its job id."""
+    kwargs: dict[str, Any] = {"messages": messages, "participant_id": participant_id}
+    if stream:
+        kwargs["stream"] = True
     job = queue.enqueue(
         CHAT_JOB,
-        kwargs={"messages": messages, "participant_id": participant_id},
+        kwargs=kwargs,
         job_id=job_id,
         job_timeout=job_timeout(settings),
         result_ttl=settings["RESULT_TTL_S"],

@@ -50,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging()
     settings = load_settings()
     jobs.model_client()  # built before any job runs, so that all jobs share it
-    connection = make_redis(settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"])
+    connection = make_redis(
+        settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"], settings["REDIS_MAX_CONNECTIONS"]
+    )
     worker = build_worker(settings, connection, args.stock)
     shipper = start_chat_log_shipper(settings, connection, worker.name)
     logger.info("worker started: %s on queue %s", type(worker).__name__, QUEUE_NAME)
