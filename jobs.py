@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from functools import cache
 from typing import Any
 
@@ -14,6 +15,7 @@ from rq.job import Job
 import answer_stream
 import budgets
 import chat_log
+import job_metrics
 import llm_client
 from exceptions import ModelCallFailed
 from job_outcomes import has_outcome, store_outcome, success_body
@@ -46,16 +48,21 @@ def run_chat(
     request = llm_client.build_request(
         messages, settings["GPT_VERSION"], settings["GPT_TOKEN_LIMIT"]
     )
+    called = time.monotonic()
     try:
         completion = _call_model(job, request, stream)
     except ModelCallFailed as failure:
         logger.warning("chat job %s failed: %s", job.id, failure.message)
         body = json.dumps({"error": failure.message})
-        _finish(job, 502, body, None, error=failure.message, attempts=failure.attempts)
+        took = time.monotonic() - called
+        _finish(
+            job, 502, body, None, error=failure.message, attempts=failure.attempts, upstream_s=took
+        )
         raise
+    took = time.monotonic() - called
     budgets.record_usage(job.connection, job.id, participant_id, completion.usage)
     response = json.loads(completion.raw_json)
-    _finish(job, 200, success_body(completion.raw_json), response, completion=completion)
+    _finish(job, 200, success_body(completion.raw_json), response, completion, upstream_s=took)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}
 
 
@@ -78,8 +85,9 @@ def _finish(
     completion: llm_client.Completion | None = None,
     error: str | None = None,
     attempts: int | None = None,
+    upstream_s: float | None = None,
 ) -> None:
-    """Store the answer the web reads and the transcript entry in one transaction."""
+    """Store the answer the web reads, the transcript entry and the metrics in one transaction."""
     entry = chat_log.entry_for(
         job,
         "finished" if code == 200 else "failed",
@@ -94,4 +102,7 @@ def _finish(
         store_outcome(pipeline, job.id, code, body, worker_settings()["RESULT_TTL_S"])
         answer_stream.mark_ended(pipeline, job.id, worker_settings()["RESULT_TTL_S"])
         chat_log.add_entry(pipeline, entry)
+        job_metrics.record_job(
+            pipeline, job, code == 200, upstream_s, entry["attempts"], entry["usage"]
+        )
         pipeline.execute()
