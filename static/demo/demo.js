@@ -136,7 +136,9 @@ function streamAnswer(jobId, onDelta) {
       resolve(JSON.parse(event.data));
     });
     source.addEventListener("error", (event) => {
-      // Close at once: otherwise EventSource reconnects on its own, forever.
+      // Close, and let the caller poll. EventSource would retry by itself (the server
+      // resumes at Last-Event-ID), but a stream that broke once, e.g. behind a proxy
+      // that cuts or buffers it, tends to break again; /check_response always works.
       source.close();
       const sentByServer = typeof event.data === "string"; // "event: error" carries data
       reject(new Error(sentByServer ? JSON.parse(event.data).error : "stream interrupted"));
