@@ -3,15 +3,22 @@
 It is generated from the same pydantic declarations that validate requests (schemas.py,
 bounded by this deployment's limits) and from the declared answers (response_schemas.py),
 so the document cannot drift from what the service checks.
+
+The frozen contract is described here. Another blueprint describes its own routes by
+giving its module an `OPENAPI_PATHS` dict (path -> OpenAPI path item); a route that
+nobody describes still appears, tagged UNDESCRIBED, so the document always lists every
+route the app serves.
 """
 
 from __future__ import annotations
 
 import logging
+import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Blueprint, current_app, jsonify
+from flask import Blueprint, Flask, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -40,6 +47,9 @@ bp = Blueprint("openapi", __name__)
 TITLE = "Study chat proxy"
 VERSION = "1.0.0"
 REF = "#/components/schemas/{model}"
+CONTRACT = "contract"
+UNDESCRIBED = "undescribed"
+FLASK_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 RESPONSES = (ErrorAnswer, JobAccepted, Processing, ChatAnswer, Saved, Participated, BudgetReport)
 
 BAD_REQUEST = "The body is not a JSON object of the declared shape; `error` names the field."
@@ -75,6 +85,7 @@ def post(summary: str, body: type[BaseModel], answers: dict[str, Any]) -> dict[s
     return {
         "post": {
             "summary": summary,
+            "tags": [CONTRACT],
             "requestBody": {
                 "required": True,
                 "content": {"application/json": {"schema": ref(body)}},
@@ -89,8 +100,8 @@ def post(summary: str, body: type[BaseModel], answers: dict[str, Any]) -> dict[s
     }
 
 
-def paths() -> dict[str, Any]:
-    """Every route of the API with every answer of its contract."""
+def contract_paths() -> dict[str, Any]:
+    """The routes described here, with every answer of their contract."""
     return {
         "/chat": post(
             "Queue one chat turn; poll POST /check_response with the jobId.",
@@ -136,6 +147,7 @@ def paths() -> dict[str, Any]:
         "/openapi.json": {
             "get": {
                 "summary": "This document.",
+                "tags": [CONTRACT],
                 "responses": {"200": json_answer("The OpenAPI document.", {"type": "object"})},
             }
         },
@@ -146,6 +158,7 @@ def admin_budget_operation() -> dict[str, Any]:
     """GET /admin/budget, behind the admin bearer token."""
     return {
         "summary": "Tokens spent and in flight, for the study and optionally one participant.",
+        "tags": [CONTRACT],
         "security": [{"adminToken": []}],
         "parameters": [
             {
@@ -160,6 +173,11 @@ def admin_budget_operation() -> dict[str, Any]:
             "400": error("The participantId parameter is empty or too long."),
             "401": error("The Authorization header does not carry the admin token."),
             "404": error("The admin pages are off (no ADMIN_TOKEN is set)."),
+            "414": {
+                "description": "The query is longer than the HTTP server takes (gunicorn:"
+                " 4094 bytes in the request line); it answers this itself, not in JSON.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            },
             "503": error(UNAVAILABLE),
         },
     }
@@ -175,14 +193,65 @@ def component_schemas(limits: RequestLimits) -> dict[str, Any]:
     return definitions["$defs"]
 
 
-def build_document(settings: Mapping[str, Any]) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of the API under `settings` (its limits appear in it)."""
+def openapi_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path: `/stream/<job_id>` -> `/stream/{job_id}`."""
+    return FLASK_PARAMETER.sub(r"{\1}", rule)
+
+
+def contributed_paths(app: Flask) -> dict[str, Any]:
+    """The OPENAPI_PATHS of every registered blueprint's module."""
+    found: dict[str, Any] = {}
+    for blueprint in app.blueprints.values():
+        module = sys.modules.get(blueprint.import_name)
+        found.update(getattr(module, "OPENAPI_PATHS", None) or {})
+    return found
+
+
+def undescribed_operation(app: Flask, endpoint: str) -> dict[str, Any]:
+    """A bare entry for a route no module describes: its summary, any answer."""
+    view = app.view_functions.get(endpoint)
+    summary = ((view.__doc__ or endpoint) if view else endpoint).strip().splitlines()[0]
+    return {
+        "summary": summary,
+        "tags": [UNDESCRIBED],
+        "responses": {"default": {"description": "Not described in this document yet."}},
+    }
+
+
+def undescribed_paths(app: Flask, described: Mapping[str, Any]) -> dict[str, Any]:
+    """Entries for every route of `app` that `described` leaves out."""
+    found: dict[str, Any] = {}
+    for rule in app.url_map.iter_rules():
+        path = openapi_path(rule.rule)
+        if rule.endpoint == "static" or path in described:
+            continue
+        methods = sorted((rule.methods or set()) - {"HEAD", "OPTIONS"})
+        operation = undescribed_operation(app, rule.endpoint)
+        parameters = [
+            {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+            for name in rule.arguments
+        ]
+        if parameters:
+            operation["parameters"] = parameters
+        for method in methods:
+            found.setdefault(path, {})[method.lower()] = operation
+    return found
+
+
+def all_paths(app: Flask) -> dict[str, Any]:
+    """Every route `app` serves: described ones in full, the others bare."""
+    described = {**contract_paths(), **contributed_paths(app)}
+    return {**described, **undescribed_paths(app, described)}
+
+
+def build_document(app: Flask) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of `app` (its limits appear in it)."""
     return {
         "openapi": "3.1.0",
         "info": {"title": TITLE, "version": VERSION},
-        "paths": paths(),
+        "paths": all_paths(app),
         "components": {
-            "schemas": component_schemas(RequestLimits.from_settings(settings)),
+            "schemas": component_schemas(RequestLimits.from_settings(app.config)),
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         },
     }
@@ -191,4 +260,4 @@ def build_document(settings: Mapping[str, Any]) -> dict[str, Any]:
 @bp.get("/openapi.json")
 def openapi_document():
     """Serve the document."""
-    return jsonify(build_document(current_app.config))
+    return jsonify(build_document(current_app))

@@ -23,7 +23,7 @@ from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from errors import error_response
-from schemas import json_body
+from schemas import is_unicode, json_body
 
 logger = logging.getLogger(__name__)
 
@@ -40,7 +40,8 @@ def client_key() -> str:
     except Exception:  # a body too deep to parse is refused later by the route itself
         body = None
     participant_id = body.get("participantId") if isinstance(body, dict) else None
-    if isinstance(participant_id, str) and 0 < len(participant_id) <= MAX_KEYED_ID:
+    valid = isinstance(participant_id, str) and 0 < len(participant_id) <= MAX_KEYED_ID
+    if valid and is_unicode(participant_id):
         return "participant:" + participant_id
     return "ip:" + (request.remote_addr or "unknown")
 

@@ -54,6 +54,8 @@ MAX_JSON_DEPTH = 32
 # Characters that would make a stored key look like a MongoDB operator or path, and the
 # look-alikes that replace them (MongoDB's own advice), so no participant data is lost.
 KEY_ESCAPES = {".": "\uff0e", "$": "\uff04"}
+# The integers BSON can store.
+INT64 = range(-(2**63), 2**63)
 
 # Longest long poll of /check_response: below the 30 s after which routers (Heroku) cut.
 MAX_WAIT_S = 25
@@ -83,7 +85,7 @@ class RequestLimits:
 
 
 def storable_json(value: Any, where: str = "", depth: int = 0) -> Any:
-    """`value` safe to store in MongoDB: keys escaped, nesting bounded, NUL keys refused."""
+    """`value` safe to store in MongoDB: keys escaped, nesting bounded, BSON-encodable."""
     if depth > MAX_JSON_DEPTH:
         raise PydanticCustomError(
             "too_deep", "it nests deeper than {limit} levels", {"limit": MAX_JSON_DEPTH}
@@ -95,16 +97,35 @@ def storable_json(value: Any, where: str = "", depth: int = 0) -> Any:
             escape_key(key, where): storable_json(item, f"{where}.{key}", depth + 1)
             for key, item in value.items()
         }
+    if isinstance(value, str) and not is_unicode(value):
+        raise PydanticCustomError("not_unicode", "text in it{at} is not valid Unicode", _at(where))
+    if isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+        raise PydanticCustomError(
+            "too_big", "a number in it{at} does not fit in 64 bits", _at(where)
+        )
     return value
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (JSON escapes can smuggle in lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _at(where: str) -> dict[str, str]:
+    return {"at": f" (at {where.lstrip('.')})" if where else ""}
 
 
 def escape_key(key: str, where: str) -> str:
     """A key MongoDB stores as data, never reads as an operator ($) or a path (.)."""
-    if "\x00" in key:
+    if "\x00" in key or not is_unicode(key):
         raise PydanticCustomError(
-            "nul_key",
-            "a key in it{where} holds a NUL character",
-            {"where": f" (at {where.lstrip('.')})" if where else ""},
+            "bad_key", "a key in it{at} holds a NUL character or invalid Unicode", _at(where)
         )
     for character, look_alike in KEY_ESCAPES.items():
         key = key.replace(character, look_alike)

@@ -68,6 +68,7 @@ def self_signed_tls_redis(redis_server: RedisServer, tmp_path: Path) -> Iterator
     )
     serving.start()
     yield f"rediss://127.0.0.1:{port}/0"
+    listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept(); close() alone does not
     listener.close()
     serving.join(timeout=5)
 
