@@ -4,7 +4,10 @@
 view runs, whichever blueprint serves it (the budget report, rq-dashboard mounted at
 /admin/rq, ...). Without ADMIN_TOKEN the whole surface is off and answers 404, as if it
 did not exist; with it, a request without `Authorization: Bearer <ADMIN_TOKEN>` answers
-401. Tokens are compared in constant time.
+401. Tokens are compared in constant time. A browser proves the same with the signed
+session cookie that POST /admin/login hands out for the token (admin_session.py). The
+login and logout routes, and the admin page's shell when a browser asks for HTML, hold
+no data and let anyone through, so that a browser can show the login form.
 """
 
 from __future__ import annotations
@@ -14,12 +17,15 @@ import logging
 
 from flask import Flask, current_app, request
 
+import admin_session
 from errors import error_response
 
 logger = logging.getLogger(__name__)
 
 ADMIN_PREFIX = "/admin"
 UNAUTHORIZED = "This admin page needs the header Authorization: Bearer <ADMIN_TOKEN>."
+# The routes that start and end a browser's session.
+OPEN_PATHS = frozenset({ADMIN_PREFIX + "/login", ADMIN_PREFIX + "/logout"})
 
 
 def is_admin_path(path: str) -> bool:
@@ -43,10 +49,26 @@ def require_admin():
     expected = current_app.config.get("ADMIN_TOKEN")
     if not expected:
         return error_response(404, f"There is no route {request.path}; see the API in README.")
-    if not token_matches(bearer_token(request.headers.get("Authorization")), expected):
+    if is_open_request():
+        return None
+    if not is_admin_request(expected):
         logger.warning("admin request refused: %s %s", request.method, request.path)
         return error_response(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="admin"'})
     return None
+
+
+def is_admin_request(expected: str) -> bool:
+    """Whether the request carries the admin token, or the session cookie it was exchanged for."""
+    if token_matches(bearer_token(request.headers.get("Authorization")), expected):
+        return True
+    return admin_session.is_valid(request.cookies.get(admin_session.COOKIE_NAME), expected)
+
+
+def is_open_request() -> bool:
+    """Login, logout, or a browser loading the admin page's shell (it asks for the token)."""
+    if request.path == ADMIN_PREFIX and request.method in ("GET", "HEAD"):
+        return request.accept_mimetypes.best_match(["application/json", "text/html"]) == "text/html"
+    return request.path in OPEN_PATHS
 
 
 def guard_admin_paths():

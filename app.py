@@ -10,10 +10,12 @@ from typing import Any
 from flask import Flask
 from flask_cors import CORS
 
+import admin_page_routes
 import admin_routes
 import chat_routes
 import export
 import health_routes
+import metrics_routes
 import openapi
 import stream_routes
 import study_routes
@@ -22,6 +24,9 @@ from demo_routes import register_demo_page
 from errors import register_error_handlers
 from logging_setup import configure_logging
 from rate_limits import init_rate_limits, trust_proxies
+from request_ids import install_request_ids
+from request_metrics import install_request_metrics
+from rq_dashboard_mount import mount_rq_dashboard
 from security_headers import install_security_headers
 from services import init_services
 from settings import check_settings_or_exit, load_settings
@@ -34,6 +39,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     settings = load_settings({**os.environ, **(config or {})})
     app = Flask(__name__)
     app.config.from_mapping(settings)
+    install_request_ids(app)  # first, so that every log line of a request carries its id
+    install_request_metrics(app)
     made = init_services(app, settings)
     trust_proxies(app, settings["PROXY_FIX_X_FOR"])
     CORS(app, origins=settings["FRONTEND_URL"])
@@ -43,6 +50,9 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(chat_routes.bp)
     app.register_blueprint(study_routes.bp)
     app.register_blueprint(admin_routes.bp)
+    app.register_blueprint(admin_page_routes.bp)
+    mount_rq_dashboard(app, settings)
+    app.register_blueprint(metrics_routes.bp)
     app.register_blueprint(openapi.bp)
     register_demo_page(app)  # GET / only where DEMO_PAGE is true
     init_rate_limits(app, settings, made.redis)

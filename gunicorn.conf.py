@@ -6,9 +6,17 @@ of /check_response. With gevent workers an open connection costs a greenlet, not
 thread, so hundreds of them fit in one process; a thread-per-request worker would
 run out of threads at a few dozen. WEB_CONCURRENCY (Heroku sets it by dyno size)
 chooses the number of processes, WEB_CONNECTIONS the open connections each may hold.
+
+Logs are JSON lines (logging_setup.py), gunicorn's own included. The processes share a
+fresh PROMETHEUS_MULTIPROC_DIR so that /metrics sums the request counts of all of them
+(request_metrics.py).
 """
 
 import os
+import shutil
+import tempfile
+
+from logging_setup import ACCESS_FORMAT, gunicorn_logconfig
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -20,6 +28,10 @@ timeout = 30
 graceful_timeout = 25
 accesslog = "-"
 errorlog = "-"
+logconfig_dict = gunicorn_logconfig()
+# Method, path and status only (logging_setup adds the time taken and the request id):
+# no query string, no client address, never a body.
+access_log_format = ACCESS_FORMAT
 
 
 def on_starting(server):
@@ -27,3 +39,21 @@ def on_starting(server):
     from settings import check_settings_or_exit
 
     check_settings_or_exit()
+    # Set here, in the master before any worker imports prometheus_client, never at import
+    # of this file (tests read it); each start gets an empty directory.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-web-")
+
+
+def child_exit(server, worker):
+    """Let prometheus_client drop the live gauges of a worker process that has ended."""
+    from prometheus_client import multiprocess
+
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)
+
+
+def on_exit(server):
+    """Remove the metrics directory of this run."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if directory:
+        shutil.rmtree(directory, ignore_errors=True)

@@ -29,12 +29,16 @@ logger = logging.getLogger(__name__)
 
 def build_worker(settings: Mapping[str, Any], connection: Redis, stock: bool) -> BaseWorker:
     """The worker that serves the chat queue."""
+    # log_job_description=False: RQ's description of a job quotes the participant's message.
     if stock:
-        return Worker([QUEUE_NAME], connection=connection, serializer=SERIALIZER)
+        return Worker(
+            [QUEUE_NAME], connection=connection, serializer=SERIALIZER, log_job_description=False
+        )
     return ConcurrentWorker(
         [QUEUE_NAME],
         connection=connection,
         serializer=SERIALIZER,
+        log_job_description=False,
         concurrency=settings["WORKER_CONCURRENCY"],
         job_monitoring_interval=settings["WORKER_HEARTBEAT_S"],
         shutdown_grace_s=settings["WORKER_SHUTDOWN_GRACE_S"],

@@ -1,0 +1,84 @@
+"""Prometheus metrics of the web's own requests: count by route and status, and latency.
+
+gunicorn runs several processes per machine and a scrape reaches one of them, so with
+PROMETHEUS_MULTIPROC_DIR set (gunicorn.conf.py sets it to a fresh directory of its own)
+each process writes its counts to files there and a scrape sums them all
+(prometheus_client's multiprocess mode). Without it (tests, `flask run`) the counts of
+the one process are reported. They cover one machine: with several web dynos, each
+scrape reports the dyno that answered it. Chat job metrics do not depend on this: they
+live in Redis (job_metrics.py).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+from flask import Flask, Response, g, request, request_started
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Histogram,
+    disable_created_metrics,
+    multiprocess,
+)
+
+logger = logging.getLogger(__name__)
+
+# The `_created` series (when each label set first appeared) double the output for nothing
+# a dashboard uses; multiprocess mode omits them anyway.
+disable_created_metrics()
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+UNMATCHED = "unmatched"  # one label for every unknown path, so a scan cannot explode the series
+
+# Not registered anywhere: each scrape builds its own registry (scrape_registry).
+REQUESTS = Counter(
+    "http_requests",
+    "HTTP requests answered, by method, route and status code.",
+    ["method", "route", "status"],
+    registry=None,
+)
+LATENCY = Histogram(
+    "http_request_duration_seconds",
+    "Seconds from the request's arrival in the app to its answer, by method and route.",
+    ["method", "route"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    registry=None,
+)
+
+
+def multiprocess_dir() -> str | None:
+    """The directory multiprocess mode shares, when this process runs in it."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def scrape_registry() -> CollectorRegistry:
+    """A registry holding the request metrics of every process of this machine's web."""
+    registry = CollectorRegistry()
+    if multiprocess_dir():
+        multiprocess.MultiProcessCollector(registry)
+    else:
+        registry.register(REQUESTS)
+        registry.register(LATENCY)
+    return registry
+
+
+def _start_clock(sender: Flask, **_: object) -> None:
+    g.request_clock = time.perf_counter()
+
+
+def _observe(response: Response) -> Response:
+    started = g.get("request_clock")
+    route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+    REQUESTS.labels(request.method, route, str(response.status_code)).inc()
+    if started is not None:
+        LATENCY.labels(request.method, route).observe(time.perf_counter() - started)
+    return response
+
+
+def install_request_metrics(app: Flask) -> None:
+    """Count and time every request `app` answers."""
+    request_started.connect(_start_clock, app, weak=False)
+    app.after_request(_observe)

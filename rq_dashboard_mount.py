@@ -1,0 +1,74 @@
+"""rq-dashboard, RQ's own web console, mounted at /admin/rq behind the admin guard.
+
+admin_auth guards every path under /admin, so the dashboard's pages, data and buttons
+(delete, requeue) need the admin token or the admin's session cookie like the rest.
+Its jobs are ours: it reads them with our JSONSerializer.
+
+Its pages run one inline script and compile underscore templates (which needs
+'unsafe-eval'). A job's description holds the start of the participant's message and
+the dashboard inserts it unescaped on the job page, so the pages' Content-Security-Policy
+allows only scripts from this origin and the one inline script we sign with a nonce per
+answer: markup smuggled into a message (`<img onerror=...>`) cannot run.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import rq_dashboard
+import rq_dashboard.web
+from flask import Flask, Response
+
+from task_queue import SERIALIZER
+
+logger = logging.getLogger(__name__)
+
+URL_PREFIX = "/admin/rq"
+# The one inline script of rq-dashboard's base.html; external ones carry src= first.
+INLINE_SCRIPT = '<script type="text/javascript">'
+DASHBOARD_CSP = (
+    "default-src 'none'; script-src 'self' 'nonce-{nonce}' 'unsafe-eval';"
+    " style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self';"
+    " connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+)
+
+
+def dashboard_redis_url(url: str, ssl_cert_reqs: str) -> str:
+    """REDIS_URL with REDIS_SSL_CERT_REQS in its query, as rq-dashboard opens its own client."""
+    if not url.startswith("rediss://") or ssl_cert_reqs == "required":
+        return url
+    parts = urlsplit(url)
+    query = dict(parse_qsl(parts.query))
+    query.setdefault("ssl_cert_reqs", ssl_cert_reqs)
+    return urlunsplit(parts._replace(query=urlencode(query)))
+
+
+def sign_inline_script(response: Response) -> Response:
+    """Give the page's inline script a fresh nonce and allow only it (and this origin)."""
+    if response.mimetype != "text/html" or response.direct_passthrough:
+        return response
+    nonce = secrets.token_urlsafe(18)
+    page = response.get_data(as_text=True)
+    signed = f'<script type="text/javascript" nonce="{nonce}">'
+    response.set_data(page.replace(INLINE_SCRIPT, signed))
+    response.headers["Content-Security-Policy"] = DASHBOARD_CSP.format(nonce=nonce)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def mount_rq_dashboard(app: Flask, settings: Mapping[str, Any]) -> None:
+    """Serve rq-dashboard at URL_PREFIX on `app`, on the app's Redis, reading JSON jobs."""
+    app.config.from_object(rq_dashboard.default_settings)
+    app.config["RQ_DASHBOARD_REDIS_URL"] = dashboard_redis_url(
+        settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"]
+    )
+    # The dashboard keeps its serializer in a module-wide setting; ours is the only one.
+    rq_dashboard.web.config.serializer = SERIALIZER
+    rq_dashboard.web.setup_rq_connection(app)
+    app.register_blueprint(rq_dashboard.blueprint, url_prefix=URL_PREFIX)
+    # Runs before the app's security headers, which then keep this CSP (they only fill gaps).
+    app.after_request_funcs.setdefault(rq_dashboard.blueprint.name, []).append(sign_inline_script)
