@@ -25,21 +25,28 @@ import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from devtools.bench_chart import draw_chart
 from devtools.bench_profile import Profiler
 from devtools.bench_report import markdown_table, speedups, summarise, target_checks
-from devtools.bench_stack import BenchStack, UsageSampler
-from devtools.load_client import LoadPlan, simulate
+from devtools.bench_stack import (
+    BenchStack,
+    Usage,
+    UsageSampler,
+    generator_priority,
+    wait_until_quiet,
+)
+from devtools.load_client import LoadPlan, LoadResult, simulate
 from devtools.servers import REPO_ROOT
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_PARTICIPANTS = "50,100,200,500"
 DEFAULT_STOCK_PARTICIPANTS = "50"
-ENV_KNOBS = ("WORKER_CONCURRENCY", "WEB_CONCURRENCY", "WEB_THREADS")
+ENV_KNOBS = ("WORKER_CONCURRENCY", "WEB_CONCURRENCY", "WEB_CONNECTIONS")
 
 
 def parse_counts(text: str) -> list[int]:
@@ -66,6 +73,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--latency", type=float, default=2.0, help="upstream seconds per answer")
     add("--jitter", type=float, default=0.25, help="upstream latency varies by +/- this")
     add("--poll", type=float, default=0.5, help="seconds between /check_response polls")
+    add(
+        "--wait",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="long poll: /check_response waits up to S s (its 'wait' field), no 0.5 s polling",
+    )
     add("--stagger", type=float, default=1.0, help="participants start over this many seconds")
     add("--time-limit", type=float, default=180.0, help="cut-off of a concurrent run (s)")
     add("--stock-time-limit", type=float, default=60.0, help="cut-off of a stock run (s)")
@@ -74,6 +88,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--logs", type=Path, default=REPO_ROOT / "var" / "bench", help="server logs")
     add("--no-chart", action="store_true", help="skip chart.png")
     add("--profile", action="store_true", help="py-spy web and worker (see --logs)")
+    add(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="before each run wait up to S seconds for the machine to be idle",
+    )
     return parser.parse_args(argv)
 
 
@@ -98,12 +119,10 @@ def env_overrides(args: argparse.Namespace) -> dict[str, str]:
     return overrides
 
 
-def one_run(
-    stack: BenchStack, args: argparse.Namespace, kind: str, participants: int
-) -> dict[str, Any]:
-    """Start web and worker, let `participants` chat, return every figure of the run."""
+def make_plan(args: argparse.Namespace, kind: str, participants: int) -> LoadPlan:
+    """What the participants of one run do, and when the run is cut off."""
     limit = args.stock_time_limit if kind == "stock" else args.time_limit
-    plan = LoadPlan(
+    return LoadPlan(
         participants=participants,
         turns=args.turns,
         poll_s=args.poll,
@@ -111,22 +130,46 @@ def one_run(
         request_timeout_s=min(30.0, limit),
         deadline_s=limit,
         run_id=f"{kind}-{participants}",
+        wait_s=args.wait,
     )
+
+
+def one_run(
+    stack: BenchStack, args: argparse.Namespace, kind: str, participants: int
+) -> dict[str, Any]:
+    """Start web and worker, let `participants` chat, return every figure of the run."""
+    plan = make_plan(args, kind, participants)
+    busy_before = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
     load_before = os.getloadavg()[0]
     with stack.service(kind, env_overrides(args)) as (web, worker):
         pids = {"web": web.pid, "worker": worker.pid, **stack.shared_pids()}
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, worker.pid):
             before = own_cpu_s()
-            result = simulate(web.url, plan)
+            with generator_priority():
+                result = simulate(web.url, plan)
             sampler.usage.cpu_s["bench"] = own_cpu_s() - before
+        upstream = stack.upstream_call("/_stats")
+    write_turns(result, args.logs / f"{plan.run_id}-turns.jsonl")
     row = {"worker": kind, **summarise(result, args.latency), "jitter_s": args.jitter}
-    usage = sampler.usage
-    row["web_peak_rss_mb"] = usage.peak_rss_mb["web"]
-    row["worker_peak_rss_mb"] = usage.peak_rss_mb["worker"]
-    row["cpu_s"] = usage.cpu_s
+    row.update(process_figures(sampler.usage, row["answers"]))
     row["load_average_before"] = load_before
+    row["machine_busy_before"] = busy_before
+    # Model calls at once: the worker's concurrency at work (WORKER_CONCURRENCY caps it).
+    row["upstream_max_in_flight"] = upstream.get("max_in_flight")
     row["targets"] = target_checks(row)
     return row
+
+
+def process_figures(usage: Usage, answers: int) -> dict[str, Any]:
+    """Peak memory of web and worker, CPU of every process, and how busy the machine was."""
+    return {
+        "web_peak_rss_mb": usage.peak_rss_mb["web"],
+        "worker_peak_rss_mb": usage.peak_rss_mb["worker"],
+        "cpu_s": usage.cpu_s,
+        "cpu_ms_per_answer": per_answer_ms(usage.cpu_s, answers),
+        "machine_cpu_busy": usage.machine_busy_s / (usage.elapsed_s * (os.cpu_count() or 1)),
+        "others_cpu_s": max(0.0, usage.machine_busy_s - sum(usage.cpu_s.values())),
+    }
 
 
 def profiler(
@@ -138,6 +181,25 @@ def profiler(
     return Profiler({"web": web_pid, "worker": worker_pid}, args.logs / "profiles", run_id)
 
 
+def write_turns(result: LoadResult, path: Path) -> None:
+    """Every turn of a run as JSON lines (seconds from the run's start), for a closer look."""
+    with path.open("w") as out:
+        for turn in result.turns:
+            record = asdict(turn)
+            record["started"] -= result.began
+            if turn.answered is not None:
+                record["answered"] -= result.began
+            out.write(json.dumps(record) + "\n")
+
+
+def per_answer_ms(cpu_s: Mapping[str, float], answers: int) -> dict[str, float]:
+    """Milliseconds of CPU per answer for each process, and in all."""
+    if not answers:
+        return {}
+    shares = {name: 1000 * seconds / answers for name, seconds in cpu_s.items()}
+    return {**shares, "all": sum(shares.values())}
+
+
 def own_cpu_s() -> float:
     """CPU seconds this process (the load generator) has used, its servers not included."""
     times = os.times()
@@ -146,12 +208,13 @@ def own_cpu_s() -> float:
 
 def print_run(row: Mapping[str, Any]) -> None:
     """One line per run while the benchmark goes on."""
-    cpu = ", ".join(f"{name} {seconds:.1f}" for name, seconds in row["cpu_s"].items())
+    cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in row["cpu_ms_per_answer"].items())
     cut = " (cut off at the time limit)" if row["cut_off"] else ""
     print(
         f"{row['worker']:>10} N={row['participants']:<4} {row['answers_per_s']:.1f} answers/s "
         f"= {row['ratio_to_ideal']:.0%} of ideal, p99 {row['p99_s'] or 0:.2f} s, "
-        f"{row['errors']} errors{cut}; CPU s: {cpu}",
+        f"{row['errors']} errors{cut}; machine {row['machine_cpu_busy']:.0%} busy "
+        f"({row['others_cpu_s']:.0f} CPU s not ours); CPU ms per answer: {cpu}",
         flush=True,
     )
 

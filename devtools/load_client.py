@@ -43,6 +43,9 @@ class LoadPlan:
     request_timeout_s: float = 30.0
     deadline_s: float = 120.0
     run_id: str = "bench"
+    # Above 0: long poll, each /check_response asks the server to wait this many seconds
+    # (its "wait" field) and the next one follows at once, instead of polling every poll_s.
+    wait_s: float = 0.0
 
 
 @dataclass
@@ -199,10 +202,11 @@ async def one_turn(
     status, body = await post_json(connection, "/chat", payload, record)
     if status != 202 or "jobId" not in body:
         raise RequestFailed(f"POST /chat answered {status}")
-    check = {"jobId": body["jobId"]}
+    check = {"jobId": body["jobId"], **({"wait": plan.wait_s} if plan.wait_s else {})}
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(next_poll_delay(record.started, loop.time(), plan.poll_s))
+        if not plan.wait_s:
+            await asyncio.sleep(next_poll_delay(record.started, loop.time(), plan.poll_s))
         status, body = await post_json(connection, "/check_response", check, record)
         if status != 200:
             raise RequestFailed(f"POST /check_response answered {status}")

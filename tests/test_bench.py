@@ -15,7 +15,8 @@ ROW_FIELDS = {
     "errors", "error_kinds", "cut_off", "answers_per_s", "span_s", "span_answers_per_s",
     "ideal_per_s", "ratio_to_ideal", "p50_s", "p90_s", "p99_s", "max_s", "latency_lower_bound",
     "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
-    "load_average_before", "targets",
+    "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
+    "machine_busy_before", "upstream_max_in_flight",
 }  # fmt: skip
 
 

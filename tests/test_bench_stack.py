@@ -30,8 +30,8 @@ def test_sampler_reports_peak_memory_and_cpu_used_in_the_block():
 
 def test_children_get_only_the_benchmark_settings(monkeypatch):
     monkeypatch.setenv("OPENAI_API_KEY", "sk-from-the-developer-shell")
-    env = child_env(study_env("redis://r", "mongodb://m", "http://u/v1"), {"WEB_THREADS": "8"})
+    env = child_env(study_env("redis://r", "mongodb://m", "http://u/v1"), {"WEB_CONCURRENCY": "3"})
     assert env["OPENAI_API_KEY"] == "sk-bench-not-a-real-key"
-    assert env["OPENAI_BASE_URL"] == "http://u/v1" and env["WEB_THREADS"] == "8"
+    assert env["OPENAI_BASE_URL"] == "http://u/v1" and env["WEB_CONCURRENCY"] == "3"
     # One client plays every participant, so the per-client chat limit must not bite.
     assert env["CHAT_RATE_LIMIT"] == "100000/minute"
