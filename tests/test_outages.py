@@ -62,7 +62,7 @@ def test_chats_in_flight_during_a_redis_outage_are_answered(
     own_app, own_redis, own_stack_env, start_worker, upstream
 ):
     start_worker(own_stack_env)
-    control(upstream, {"faults": [{"delay": 3}] * 3})
+    control(upstream, {"faults": [{"delay": 10}] * 3})
     client = own_app.test_client()
     job_ids = start_chats(client, 3)
     wait_for(lambda: upstream_stats(upstream)["in_flight"] == 3)
