@@ -190,10 +190,12 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("RESULT_TTL_S", "Seconds an answer stays readable.", default="86400", parse=_int),
     Setting("LLM_TIMEOUT_S", "Seconds one upstream call may take.", default="60", parse=_float),
     Setting("LLM_MAX_RETRIES", "Retries of a failed upstream call.", default="4", parse=_int),
+    # 512: room for 2 s answers to ~220 participants polling, or 10 s answers to ~50; a
+    # waiting call costs a thread and ~0.1 MB (make bench: 450 in flight, worker 156 MB).
     Setting(
         "WORKER_CONCURRENCY",
         "Jobs one worker process runs at once (model calls are I/O-bound).",
-        default="256",
+        default="512",
         parse=_int,
     ),
     Setting(
