@@ -26,6 +26,9 @@ worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))
 keepalive = 5
 timeout = 30
 graceful_timeout = 25
+# gunicorn 27's runtime control socket lives in the home directory, shared by every
+# gunicorn of the user; the service needs none, and two on one machine would collide.
+control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
 logconfig_dict = gunicorn_logconfig()
