@@ -12,6 +12,7 @@ import logging
 import time
 from typing import Any
 
+import pymongo
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
@@ -24,6 +25,8 @@ from services import Services
 logger = logging.getLogger(__name__)
 
 HOUR_MINUTES = 60
+# How long the page waits on MongoDB for the participant count before showing none.
+COUNT_TIMEOUT_S = 1.5
 DEFAULT_CHART_MINUTES = 60
 MAX_CHART_MINUTES = 24 * 60
 
@@ -31,7 +34,8 @@ MAX_CHART_MINUTES = 24 * 60
 def participants_saved(db: Database) -> int | None:
     """Records in the `data` collection (from its metadata: no scan), None if unreachable."""
     try:
-        return db[DATA_COLLECTION].estimated_document_count(maxTimeMS=2000)
+        with pymongo.timeout(COUNT_TIMEOUT_S):
+            return db[DATA_COLLECTION].estimated_document_count()
     except PyMongoError as error:
         logger.warning("participant count unavailable: %s", type(error).__name__)
         return None
