@@ -12,6 +12,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +31,22 @@ def series(rows: Sequence[Mapping[str, Any]], kind: str, key: str) -> tuple[list
     return [row["participants"] for row in chosen], [row[key] for row in chosen]
 
 
+def log_scale(axes: Any) -> None:
+    """A logarithmic y axis labelled 1, 2, 5, 10, 20, 50, ... in plain numbers."""
+    axes.set_yscale("log")
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    axes.yaxis.set_minor_formatter(NullFormatter())
+
+
+def label_lower_bounds(axes: Any, rows: Sequence[Mapping[str, Any]], key: str, text: str) -> None:
+    """Mark the points of runs stopped at their time limit."""
+    for row in rows:
+        if row.get("cut_off") and row.get(key):
+            axes.annotate(text, (row["participants"], row[key]), textcoords="offset points",
+                          xytext=(8, -4), fontsize=8)  # fmt: skip
+
+
 def draw_throughput(axes: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     """Answers per second per worker kind, and the ideal rate."""
     counts = sorted({row["participants"] for row in rows})
@@ -40,9 +57,11 @@ def draw_throughput(axes: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         xs, ys = series(rows, kind, "answers_per_s")
         if xs:
             axes.plot(xs, ys, **style)
-    axes.set(xlabel="participants (N)", ylabel="answers per second", title="Throughput")
+    label_lower_bounds(axes, rows, "answers_per_s", "cut off")
+    log_scale(axes)  # the stock worker's rate is a hundredth of the others
+    axes.set(xlabel="participants (N)", ylabel="answers per second (log scale)", title="Throughput")
     axes.legend()
-    axes.grid(alpha=0.3)
+    axes.grid(alpha=0.3, which="both")
 
 
 def draw_p99(axes: Any, rows: Sequence[Mapping[str, Any]]) -> None:
@@ -54,16 +73,8 @@ def draw_p99(axes: Any, rows: Sequence[Mapping[str, Any]]) -> None:
         xs, ys = series(rows, kind, "p99_s")
         if xs:
             axes.plot(xs, ys, **style)
-        for row in rows:
-            if row["worker"] == kind and row.get("latency_lower_bound") and row.get("p99_s"):
-                axes.annotate(
-                    "cut off: at least",
-                    (row["participants"], row["p99_s"]),
-                    textcoords="offset points",
-                    xytext=(6, -12),
-                    fontsize=8,
-                )
-    axes.set_yscale("log")
+    label_lower_bounds(axes, rows, "p99_s", "at least (cut off)")
+    log_scale(axes)
     axes.set(xlabel="participants (N)", ylabel="seconds (log scale)", title="p99 chat to answer")
     axes.legend()
     axes.grid(alpha=0.3, which="both")

@@ -14,6 +14,7 @@ def row(worker: str, n: int, rate: float, p99: float, cut_off: bool = False) -> 
         "answers_per_s": rate,
         "p99_s": p99,
         "latency_lower_bound": cut_off,
+        "cut_off": cut_off,
         "latency_s": 2.0,
         "poll_s": 0.5,
         "turns": 5,
