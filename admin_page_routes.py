@@ -32,6 +32,60 @@ PAGE_CSP = (
     " connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
 )
 REFUSED = "This is not the admin token."
+_OFF = {"description": "The admin pages are off (no ADMIN_TOKEN is set)."}
+_ADMIN = {"tags": ["admin"], "security": [{"adminToken": []}]}
+# These routes in the OpenAPI document (openapi.py collects them).
+OPENAPI_PATHS = {
+    "/admin/api/stats": {
+        "get": {
+            "summary": "The live study page's figures and chats and errors per minute.",
+            **_ADMIN,
+            "parameters": [
+                {
+                    "name": "minutes",
+                    "in": "query",
+                    "schema": {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60},
+                }
+            ],
+            "responses": {
+                "200": {"description": "The figures (see docs/observability.md)."},
+                "400": {"description": "`minutes` is not a whole number from 1 to 1440."},
+                "401": {"description": "Neither the admin token nor an admin session."},
+                "404": _OFF,
+            },
+        }
+    },
+    "/admin/login": {
+        "post": {
+            "summary": "Trade the admin token for a session cookie (browsers).",
+            "tags": ["admin"],
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {"token": {"type": "string"}},
+                            "required": ["token"],
+                        }
+                    }
+                }
+            },
+            "responses": {
+                "204": {"description": "Session started (Set-Cookie: admin_session)."},
+                "400": {"description": "No token in the body."},
+                "401": {"description": "Not the admin token."},
+                "404": _OFF,
+            },
+        }
+    },
+    "/admin/logout": {
+        "post": {
+            "summary": "End the browser's admin session.",
+            "tags": ["admin"],
+            "responses": {"204": {"description": "Session cookie cleared."}, "404": _OFF},
+        }
+    },
+}
 BODY_NEEDED = 'Send the admin token as JSON: {"token": "..."}.'
 
 

@@ -35,6 +35,23 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
 
 UNAUTHORIZED = "/metrics needs the header Authorization: Bearer <ADMIN_TOKEN>."
+# This route in the OpenAPI document (openapi.py collects it).
+OPENAPI_PATHS = {
+    "/metrics": {
+        "get": {
+            "summary": "Prometheus metrics: chat jobs, queue, workers, tokens, budget, requests.",
+            "tags": ["operations"],
+            "security": [{"adminToken": []}, {}],
+            "responses": {
+                "200": {
+                    "description": "The Prometheus text exposition format.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
+                "401": {"description": "ADMIN_TOKEN is set and the request does not carry it."},
+            },
+        }
+    }
+}
 
 HISTOGRAM_HELP = {
     job_metrics.UPSTREAM: (
