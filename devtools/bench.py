@@ -31,7 +31,7 @@ from typing import Any
 
 from devtools.bench_chart import draw_chart
 from devtools.bench_profile import Profiler
-from devtools.bench_report import markdown_table, speedups, summarise, target_checks
+from devtools.bench_report import cpu_table, markdown_table, speedups, summarise, target_checks
 from devtools.bench_stack import (
     BenchStack,
     Usage,
@@ -248,6 +248,11 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
         + ".",
         "",
         markdown_table(rows),
+        "",
+        "CPU milliseconds per answer, by process (bench: the load generator); machine busy:"
+        " all cores, anyone's work; others' CPU s: what was not this benchmark's.",
+        "",
+        cpu_table(rows),
         "",
     ]
     for n, ratio in sorted(report["speedups"].items()):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from devtools.bench_report import (
+    cpu_table,
     ideal_rate,
     markdown_table,
     participant_rates,
@@ -103,3 +104,18 @@ def test_targets_follow_the_issue():
         "worker < 300 MB": True,
     }
     assert target_checks({**row, "worker": "stock"}) == {}
+    assert target_checks({**row, "participants": 100}) == {}  # the issue sets none there
+
+
+def test_cpu_table_shows_ms_per_answer_and_the_machine():
+    row = {
+        "worker": "concurrent",
+        "participants": 200,
+        "cpu_ms_per_answer": {"web": 8.71, "worker": 10.3, "all": 24.3},
+        "machine_cpu_busy": 0.995,
+        "others_cpu_s": 11.2,
+        "upstream_max_in_flight": 180,
+    }
+    table = cpu_table([row]).splitlines()
+    assert table[0].startswith("| worker | N | web ms | worker ms |")
+    assert table[2] == "| concurrent | 200 | 8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 180 |"
