@@ -77,5 +77,9 @@ def guard_admin_paths():
 
 
 def install_admin_guard(app: Flask) -> None:
-    """Protect everything under ADMIN_PREFIX on `app`, before any other hook or view."""
-    app.before_request_funcs.setdefault(None, []).insert(0, guard_admin_paths)
+    """Protect everything under ADMIN_PREFIX on `app` before any view runs.
+
+    Hooks installed earlier (request ids, metrics) run first, so a refusal is logged
+    with its request id; install the guard before anything that reads admin data.
+    """
+    app.before_request(guard_admin_paths)

@@ -23,7 +23,7 @@ from admin_auth import install_admin_guard
 from demo_routes import register_demo_page
 from errors import register_error_handlers
 from logging_setup import configure_logging
-from rate_limits import init_rate_limits, trust_proxies
+from rate_limits import RATE_LIMIT_HEADERS, init_rate_limits, trust_proxies
 from request_ids import install_request_ids
 from request_metrics import install_request_metrics
 from rq_dashboard_mount import mount_rq_dashboard
@@ -43,7 +43,8 @@ def create_app(config: Mapping[str, Any] | None = None) -> Flask:
     install_request_metrics(app)
     made = init_services(app, settings)
     trust_proxies(app, settings["PROXY_FIX_X_FOR"])
-    CORS(app, origins=settings["FRONTEND_URL"])
+    # A frontend on another origin may read when to retry after a 429.
+    CORS(app, origins=settings["FRONTEND_URL"], expose_headers=RATE_LIMIT_HEADERS)
     register_error_handlers(app)
     install_security_headers(app)
     install_admin_guard(app)

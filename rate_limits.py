@@ -23,6 +23,7 @@ from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from errors import error_response
+from exceptions import BadRequest
 from schemas import is_unicode, json_body
 
 logger = logging.getLogger(__name__)
@@ -30,6 +31,13 @@ logger = logging.getLogger(__name__)
 # Prefix of the limiter's Redis keys (the `limits` library adds its own "LIMITS:").
 KEY_PREFIX = "ratelimit"
 CHAT_ENDPOINT = "chat.chat"
+# Headers of a limited answer that a browser on another origin may read (CORS).
+RATE_LIMIT_HEADERS = [
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+]
 MAX_KEYED_ID = 200
 
 
@@ -37,7 +45,7 @@ def client_key() -> str:
     """Who a request counts against: its participantId when well-formed, else its IP."""
     try:
         body = json_body()
-    except Exception:  # a body too deep to parse is refused later by the route itself
+    except BadRequest:  # a body too deep to parse: the route itself answers 400
         body = None
     participant_id = body.get("participantId") if isinstance(body, dict) else None
     valid = isinstance(participant_id, str) and 0 < len(participant_id) <= MAX_KEYED_ID

@@ -8,6 +8,7 @@ import pytest
 import schemathesis
 from flask import Blueprint, jsonify
 from hypothesis import HealthCheck, given, settings
+from redis import Redis
 from schemathesis import GenerationMode
 from schemathesis.checks import (
     content_type_conformance,
@@ -22,7 +23,9 @@ from app import create_app
 from devtools.servers import WebServer
 from openapi import CONTRACT, UNDESCRIBED, openapi_path
 from services import close_services
+from task_queue import make_queue
 from tests.conftest import process_env
+from tests.polling import wait_for
 
 ADMIN_TOKEN = "admin-token-for-schemathesis-0123"
 CONTRACT_CODES = {
@@ -101,6 +104,11 @@ def live_url(stack_env, worker, tmp_path_factory) -> Iterator[str]:
     env = process_env(stack_env | {"ADMIN_TOKEN": ADMIN_TOKEN})
     with WebServer(env, directory=tmp_path_factory.mktemp("schemathesis-web")) as web:
         yield web.url
+    # Leave no generated chat queued or in flight for the tests that follow.
+    connection = Redis.from_url(stack_env["REDIS_URL"])
+    queue = make_queue(connection)
+    wait_for(lambda: queue.count == 0 and queue.started_job_registry.count == 0, timeout=60)
+    connection.close()
 
 
 @pytest.fixture(scope="module")

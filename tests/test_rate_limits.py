@@ -11,6 +11,7 @@ from app import create_app
 from devtools.servers import free_port
 from rate_limits import client_key
 from services import close_services
+from tests.conftest import FRONTEND
 
 pytestmark = pytest.mark.usefixtures("worker")  # queued chats are answered, not left behind
 
@@ -58,6 +59,21 @@ def test_fourth_chat_in_a_minute_is_429_json_with_retry_after(make_app, particip
     assert refused.get_json()["error"].startswith("Too many chat requests: at most 3 per 1 minute")
     assert 0 < int(refused.headers["Retry-After"]) <= 60
     assert refused.headers["X-RateLimit-Remaining"] == "0"
+
+
+def test_a_frontend_on_another_origin_may_read_retry_after(make_app, participant_id):
+    client = make_app().test_client()
+    for _ in range(3):
+        chat(client, participant_id)
+    refused = client.post(
+        "/chat",
+        json={"messages": HELLO, "participantId": participant_id},
+        headers={"Origin": FRONTEND},
+    )
+    assert refused.status_code == 429
+    assert refused.headers["Access-Control-Allow-Origin"] == FRONTEND
+    exposed = refused.headers["Access-Control-Expose-Headers"].lower()
+    assert "retry-after" in exposed
 
 
 def test_each_participant_has_a_limit_of_their_own(make_app, participant_id):

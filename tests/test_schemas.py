@@ -19,6 +19,8 @@ from schemas import (
 )
 from services import close_services
 
+pytestmark = pytest.mark.usefixtures("worker")  # queued chats are answered, not left behind
+
 PNG = (
     "data:image/png;base64,iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAE"
     "hQGAhKmMIQAAAABJRU5ErkJggg=="
