@@ -17,7 +17,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from flask import Flask, request
+from flask import Flask, Response, request
 from flask_limiter import Limiter, RateLimitExceeded
 from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
@@ -66,6 +66,8 @@ def init_rate_limits(app: Flask, settings: Mapping[str, Any], connection: Redis)
     limit = settings["CHAT_RATE_LIMIT"]
     if not limit:
         return
+    # Registered before the limiter's own hook, so it runs after it (Flask runs them reversed).
+    app.after_request(drop_retry_after_unless_refused)
     limiter = Limiter(
         key_func=client_key,
         app=app,
@@ -77,6 +79,13 @@ def init_rate_limits(app: Flask, settings: Mapping[str, Any], connection: Redis)
         key_prefix=KEY_PREFIX,
     )
     app.view_functions[CHAT_ENDPOINT] = limiter.limit(limit)(app.view_functions[CHAT_ENDPOINT])
+
+
+def drop_retry_after_unless_refused(response: Response) -> Response:
+    """Keep Retry-After on 429 only: flask-limiter adds it to every limited answer."""
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
 
 
 def handle_rate_limited(error: RateLimitExceeded):

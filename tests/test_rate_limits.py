@@ -52,7 +52,10 @@ def chat(client, participant_id: str | None = None, forwarded_for: str | None = 
 
 def test_fourth_chat_in_a_minute_is_429_json_with_retry_after(make_app, participant_id):
     client = make_app().test_client()
-    assert [chat(client, participant_id).status_code for _ in range(3)] == [202, 202, 202]
+    accepted = [chat(client, participant_id) for _ in range(3)]
+    assert [answer.status_code for answer in accepted] == [202, 202, 202]
+    assert [answer.headers["X-RateLimit-Remaining"] for answer in accepted] == ["2", "1", "0"]
+    assert all("Retry-After" not in answer.headers for answer in accepted)
     refused = chat(client, participant_id)
     assert refused.status_code == 429
     assert refused.is_json
