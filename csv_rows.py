@@ -10,8 +10,9 @@ observation per row, nothing repeated on every message.
 
 `chat_log` becomes one row per chat job.
 
-Cells: null is empty; booleans `true`/`false`; numbers as Python writes them
-(NaN, Inf, -Inf for the specials, which pandas and R both read); dates ISO 8601 UTC
+Cells: null is empty; booleans `TRUE`/`FALSE` (the spelling both R's read.csv and
+pandas take for logicals); numbers as Python writes them (NaN, Inf, -Inf for the
+specials, which pandas and R both read as numbers); dates ISO 8601 UTC
 with milliseconds (`2024-05-01T12:00:00.500Z`); any object or array (a condition,
 a multi-part message content, a list answer) as compact JSON text.
 """
@@ -57,7 +58,7 @@ def cell(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, bool):
-        return "true" if value else "false"
+        return "TRUE" if value else "FALSE"
     if isinstance(value, str):
         return value
     if isinstance(value, int):

@@ -97,12 +97,14 @@ def export_client(url: str) -> MongoClient:
     """A client for one export: fails fast when MongoDB is down, waits long for slow replies.
 
     The web's client gives a reply 10 s; a server may take longer to start answering a
-    query over a whole large collection (SecantusDB, for one, gathers it all first).
+    query over a whole large collection (SecantusDB, for one, gathers it all first, and
+    answers nothing else meanwhile). connectTimeoutMS is also how long pymongo's monitor
+    waits for its heartbeat; a missed heartbeat would cancel the export's query.
     """
     return MongoClient(
         url,
         serverSelectionTimeoutMS=3000,
-        connectTimeoutMS=3000,
+        connectTimeoutMS=EXPORT_SOCKET_TIMEOUT_MS,
         socketTimeoutMS=EXPORT_SOCKET_TIMEOUT_MS,
         tz_aware=True,
         appname="study-chat-export",

@@ -29,8 +29,8 @@ SAVED = DatetimeMS(1714564800500)
     ("value", "expected"),
     [
         (None, ""),
-        (True, "true"),
-        (False, "false"),
+        (True, "TRUE"),
+        (False, "FALSE"),
         (3, "3"),
         (Int64(2**40), "1099511627776"),
         (1.5, "1.5"),
@@ -105,7 +105,7 @@ def test_participant_row_fills_every_column_and_leaves_missing_ones_empty():
         '{"arm":"B"}',
         "2024-05-01T12:00:00.500Z",
         "3",
-        "true",
+        "TRUE",
         "",
         "[1,2]",
     ]

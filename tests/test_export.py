@@ -159,7 +159,7 @@ def test_csv_of_saved_records_gives_message_and_task_tables(export_app, database
         "tasks.q2",
     ]
     rows = {row[0]: row for row in tasks[1:]}
-    assert rows["P-alpha"][3:] == ["3", "true", "0.5", "[1,2]", ""]
+    assert rows["P-alpha"][3:] == ["3", "TRUE", "0.5", "[1,2]", ""]
     assert rows["P-beta"][1] == "control"
     assert rows["P-beta"][3:] == ["4", "", "", "", "free, text"]
     stored = database.data.find_one({"_id": "P-beta"})["savedAt"]
@@ -376,6 +376,7 @@ def test_memory_stays_flat_from_10k_to_100k_records(stack_env, bulk_mongo, tmp_p
     assert sum(1 for _ in (tmp_path / "data.jsonl").open(encoding="utf-8")) == 100_000
     assert len(read_csv(tmp_path / "d-tasks.csv")) == 100_001
     client.close()
+    print(f"peak RSS MiB (jsonl, csv): 10k {small}, 100k {large}")  # shown with -s
     # Keeping the records would cost far more: 90k more decoded records are over 50 MiB.
     for before, after in zip(small, large, strict=True):
         assert after - before < 8, f"peak RSS grew from {before:.1f} to {after:.1f} MiB"
