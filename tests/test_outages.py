@@ -85,7 +85,7 @@ def test_mongodb_down_answers_503_fast_and_recovers(stack_env, tmp_path, partici
             # Chat needs only Redis and keeps working.
             assert client.post("/chat", json=CHAT).status_code == 202
             mongo.start()
-            saved = wait_for(lambda: _saved(client, participant_id), timeout=30)
+            saved = wait_for(lambda: _saved(client, participant_id), timeout=60)
             assert saved == 201
             documents = MongoClient(mongo.url)[stack_env["DATABASE_NAME"]]["data"]
             assert documents.count_documents({"_id": participant_id}) == 1
