@@ -68,8 +68,19 @@ def test_chats_in_flight_during_a_redis_outage_are_answered(
     wait_for(lambda: upstream_stats(upstream)["in_flight"] == 3)
     own_redis.stop()
     own_redis.start()
-    answers = [poll_answer(client, job_id, timeout=90) for job_id in job_ids]
+    answers = [poll_through_outage(client, job_id) for job_id in job_ids]
     assert [answer.status_code for answer in answers] == [200] * 3
+
+
+def poll_through_outage(client, job_id: str):
+    """Poll like a frontend that retries while the service says it is unavailable (503)."""
+
+    def probe():
+        answer = client.post("/check_response", json={"jobId": job_id})
+        done = answer.status_code != 503 and answer.get_json() != {"processing": True}
+        return answer if done else None
+
+    return wait_for(probe, timeout=90)
 
 
 def test_mongodb_down_answers_503_fast_and_recovers(stack_env, tmp_path, participant_id):
