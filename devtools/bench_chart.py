@@ -32,9 +32,9 @@ def series(rows: Sequence[Mapping[str, Any]], kind: str, key: str) -> tuple[list
 
 
 def log_scale(axes: Any) -> None:
-    """A logarithmic y axis labelled 1, 2, 5, 10, 20, 50, ... in plain numbers."""
+    """A logarithmic y axis labelled 1, 2, 3, 5, 10, 20, ... in plain numbers."""
     axes.set_yscale("log")
-    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    axes.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 3.0, 5.0)))
     axes.yaxis.set_major_formatter(FormatStrFormatter("%g"))
     axes.yaxis.set_minor_formatter(NullFormatter())
 
