@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Mapping, Sequence
@@ -85,7 +84,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--stock-time-limit", type=float, default=60.0, help="cut-off of a stock run (s)")
     add("--worker-concurrency", type=int, help="WORKER_CONCURRENCY (default: settings.py)")
     add("--out", type=Path, default=REPO_ROOT / "bench-results", help="where results go")
-    add("--logs", type=Path, default=REPO_ROOT / "var" / "bench", help="server logs")
+    add(
+        "--logs",
+        type=Path,
+        default=REPO_ROOT / "var" / "bench",
+        help="server logs, turns and profiles go to a new folder in here",
+    )
     add("--no-chart", action="store_true", help="skip chart.png")
     add("--profile", action="store_true", help="py-spy web and worker (see --logs)")
     add(
@@ -280,7 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     args = parse_args(argv)
     runs = plan_runs(args)
-    shutil.rmtree(args.logs, ignore_errors=True)
+    # A fresh folder per benchmark: nothing of an earlier one is overwritten or deleted.
+    args.logs = args.logs / time.strftime("%Y%m%d-%H%M%S")
     rows = []
     with BenchStack(args.logs, args.latency, args.jitter) as stack:
         for kind, participants in runs:
