@@ -8,8 +8,10 @@ the load is the worst case for the given number of participants).
 
 Starts are spread evenly over `stagger_s` seconds: real participants never press "send"
 in the same millisecond, and a synthetic thundering herd would measure the herd, not the
-service. Everything runs on one asyncio loop; each participant keeps its own HTTP/1.1
-keep-alive connection, as a browser tab does. The client is a few lines on asyncio
+service (the benchmark spreads them over one whole turn, see devtools.bench).
+
+Everything runs on one asyncio loop; each participant keeps its own HTTP/1.1 keep-alive
+connection, as a browser tab does. The client is a few lines on asyncio
 streams because the generator shares the machine's two cores with the service it
 measures: in the same run aiohttp cost 0.73 ms of CPU per request, this client 0.32 ms.
 Every request has a timeout and the whole run a deadline: a run always ends by itself.

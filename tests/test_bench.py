@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.bench import main, parse_args, parse_counts, plan_runs
+from devtools.bench import main, parse_args, parse_counts, plan_runs, start_window
 
 ROW_FIELDS = {
     "worker", "participants", "turns", "latency_s", "poll_s", "jitter_s", "answers", "unanswered",
@@ -31,6 +31,11 @@ def test_stock_runs_use_their_own_counts():
     assert plan_runs(args) == [("concurrent", 50), ("concurrent", 500), ("stock", 50)]
     with pytest.raises(SystemExit, match="unknown worker kind"):
         plan_runs(parse_args(["--workers", "gevent"]))
+
+
+def test_starts_spread_over_one_turn_unless_told():
+    assert start_window(parse_args(["--latency", "2", "--poll", "0.5"])) == 2.5
+    assert start_window(parse_args(["--stagger", "1"])) == 1.0
 
 
 def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
