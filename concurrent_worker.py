@@ -7,7 +7,7 @@ thread pool while keeping RQ's bookkeeping intact:
 - a job is taken from the queue only when a slot is free;
 - each thread has its own `execution` (RQ keeps one per worker), so every job gets
   its own StartedJobRegistry entry, heartbeat and cleanup;
-- job timeouts use a timer, not SIGALRM (signals reach only the main thread);
+- job timeouts use one watchdog thread, not SIGALRM (signals reach only the main thread);
 - one heartbeat thread refreshes every job in flight and requeues the jobs of
   workers that died (see job_recovery);
 - SIGTERM stops dequeuing, lets jobs in flight finish for a grace period, then puts
@@ -27,10 +27,10 @@ from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job
 from rq.queue import Queue
-from rq.timeouts import TimerDeathPenalty
 from rq.worker import BaseWorker, WorkerStatus
 
 import job_recovery
+from job_timeouts import WatchdogDeathPenalty
 
 logger = logging.getLogger(__name__)
 
@@ -56,7 +56,9 @@ class _PerThread(threading.local):
 class ConcurrentWorker(BaseWorker):
     """Runs up to `concurrency` jobs at once on threads, with RQ's guarantees per job."""
 
-    death_penalty_class = TimerDeathPenalty
+    death_penalty_class = WatchdogDeathPenalty
+    # One log line per job is enough at hundreds of jobs a second.
+    log_result_lifespan = False
 
     def __init__(
         self, *args, concurrency: int = 64, shutdown_grace_s: float = 20.0, **kwargs
@@ -172,6 +174,11 @@ class ConcurrentWorker(BaseWorker):
             with self._lock:
                 self._in_flight.pop(job.id, None)
             self._slots.release()
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        """Write the worker's state only when it changes, not once per job."""
+        if state != self._state:
+            super().set_state(state, pipeline=pipeline)
 
     def set_current_job_id(self, job_id: str | None = None, pipeline=None) -> None:
         """Keep the worker hash's single `current_job` field out of per-job bookkeeping."""

@@ -63,6 +63,7 @@ def run_chat(
     budgets.record_usage(job.connection, job.id, participant_id, completion.usage)
     response = json.loads(completion.raw_json)
     _finish(job, 200, success_body(completion.raw_json), response, completion, upstream_s=took)
+    logger.info("answered in %.2f s, %d attempts", took, completion.attempts)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}
 
 

@@ -126,6 +126,8 @@ def configure_logging(level: str | None = None) -> None:
         root.removeHandler(handler)
     root.addHandler(make_handler())
     root.setLevel(_level(level))
+    # The HTTP client logs every model call at INFO; the job's own line says enough.
+    logging.getLogger("httpx2").setLevel(max(root.level, logging.WARNING))
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread

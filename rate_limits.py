@@ -79,6 +79,10 @@ def init_rate_limits(app: Flask, settings: Mapping[str, Any], connection: Redis)
         key_prefix=KEY_PREFIX,
     )
     app.view_functions[CHAT_ENDPOINT] = limiter.limit(limit)(app.view_functions[CHAT_ENDPOINT])
+    # The decorator checks /chat's limit itself. The limiter's app-wide before_request
+    # hook would only look for limits on every other request, polls included, and a
+    # poll's CPU is what caps how many participants the web serves.
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
 
 
 def drop_retry_after_unless_refused(response: Response) -> Response:
