@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from redis import Redis
 
 from app import create_app
 from devtools.servers import FakeOpenAIServer, MongoServer, RedisServer, WorkerProcess
@@ -144,6 +145,14 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
     """A Redis server of this test alone, persistent so that it survives a restart."""
     with RedisServer(directory=tmp_path / "redis", persistent=True) as server:
         yield server
+
+
+@pytest.fixture()
+def connection(own_redis: RedisServer) -> Iterator[Redis]:
+    """A client of the test's own Redis, to look at queues and registries directly."""
+    client = Redis.from_url(own_redis.url)
+    yield client
+    client.close()
 
 
 @pytest.fixture()

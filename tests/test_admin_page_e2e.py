@@ -9,14 +9,13 @@ session cookie. The page is kept as test-artifacts/admin.png.
 from __future__ import annotations
 
 import json
-import os
 import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from devtools.servers import WebServer
+from tests.browser import chromium
 from tests.conftest import ROOT, control, process_env
 from tests.polling import wait_for
 
@@ -24,15 +23,6 @@ playwright_sync = pytest.importorskip("playwright.sync_api")
 
 pytestmark = pytest.mark.timeout(180)
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "test-artifacts"
 TIMEOUT_MS = 20_000
 TOKEN = "admin-token-for-the-browser-0123456789"
@@ -85,15 +75,8 @@ def study(own_stack_env, start_worker, upstream, tmp_path) -> Iterator[tuple[Web
 @pytest.fixture()
 def browser() -> Iterator:
     """Debian's headless Chromium under Playwright."""
-    if not CHROMIUM.exists():
-        message = "Debian's chromium is not installed: apt-get install chromium (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture()

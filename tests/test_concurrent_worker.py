@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-from redis import Redis
 from rq.job import JobStatus
 from rq.registry import clean_registries
 
@@ -15,13 +14,6 @@ from tests.conftest import control, upstream_requests, upstream_stats
 from tests.polling import poll_answer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture()
-def connection(own_redis):
-    client = Redis.from_url(own_redis.url)
-    yield client
-    client.close()
 
 
 def answer_all(client, job_ids, timeout=60.0) -> list[int]:

@@ -7,31 +7,21 @@ The full flow leaves a screenshot in test-artifacts/demo.png.
 
 from __future__ import annotations
 
-import os
 import struct
 import uuid
 import zlib
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from pymongo import MongoClient
 
 from devtools.fake_openai import REPLY_PREFIX
 from devtools.servers import WebServer
+from tests.browser import chromium
 from tests.conftest import PROLIFIC_CODE, ROOT, control, process_env
 
 playwright_sync = pytest.importorskip("playwright.sync_api")
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
 ARTIFACTS = ROOT / "test-artifacts"
 # Playwright's own waits (ms): an answer takes well under a second here.
 TIMEOUT_MS = 20_000
@@ -66,15 +56,8 @@ def demo_server(stack_env, worker, tmp_path_factory) -> Iterator[WebServer]:
 @pytest.fixture(scope="module")
 def browser() -> Iterator:
     """Debian's headless Chromium under Playwright."""
-    if not CHROMIUM.exists():
-        message = "Debian's chromium is not installed: apt-get install chromium (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with playwright_sync.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+    with chromium() as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture()

@@ -18,13 +18,6 @@ from tests.polling import poll_answer, wait_for
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture()
-def connection(own_redis):
-    client = Redis.from_url(own_redis.url)
-    yield client
-    client.close()
-
-
 def test_jobs_of_a_killed_worker_are_answered_by_the_next(
     own_app, own_stack_env, start_worker, upstream, connection
 ):

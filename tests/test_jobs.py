@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from redis import Redis
 
 from job_outcomes import outcome_key
 from task_queue import make_queue
@@ -12,13 +11,6 @@ from tests.conftest import control, upstream_requests
 from tests.polling import poll_answer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture()
-def connection(own_redis):
-    client = Redis.from_url(own_redis.url)
-    yield client
-    client.close()
 
 
 def one_answer(app):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from redis import Redis
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from queue_state import QueueState, read_queue_state
@@ -13,13 +12,6 @@ from tests.conftest import control
 from tests.polling import poll_answer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
-
-
-@pytest.fixture()
-def connection(own_redis):
-    client = Redis.from_url(own_redis.url)
-    yield client
-    client.close()
 
 
 def test_jobs_wait_until_a_worker_comes_then_run_and_leave(
