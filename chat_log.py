@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,6 +33,8 @@ DATE_FIELDS = ("queuedAt", "startedAt", "endedAt")
 BATCH = 200
 # Entries another shipper claimed but did not acknowledge for this long are taken over.
 CLAIM_IDLE_MS = 30_000
+# How often a shipper looks for such entries.
+CLAIM_EVERY_S = 5.0
 
 
 def entry_for(job: Job, status: str, response: dict | None, **details: Any) -> dict[str, Any]:
@@ -88,6 +91,7 @@ class ChatLogShipper(threading.Thread):
         self.consumer = consumer
         self.stopping = threading.Event()
         self._backoff = 1.0
+        self._last_claim = -CLAIM_EVERY_S
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop after the current batch."""
@@ -96,26 +100,30 @@ class ChatLogShipper(threading.Thread):
 
     def run(self) -> None:
         """Ship until stopped, backing off while Redis or MongoDB is unavailable."""
+        group_ready = False
         while not self.stopping.is_set():
             try:
-                self._ensure_group()
+                # Created once, and again after an error (a Redis that lost its data).
+                group_ready = group_ready or self._ensure_group()
                 self.ship_once(block_ms=1000)
                 self._backoff = 1.0
             except (redis.RedisError, PyMongoError) as error:
+                group_ready = False
                 logger.warning("chat log shipping paused: %s", type(error).__name__)
                 self.stopping.wait(self._backoff)
                 self._backoff = min(self._backoff * 2, 30.0)
 
-    def _ensure_group(self) -> None:
+    def _ensure_group(self) -> bool:
         try:
             self.connection.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
         except redis.ResponseError as error:
             if "BUSYGROUP" not in str(error):
                 raise
+        return True
 
     def ship_once(self, block_ms: int | None = None) -> int:
         """Ship one batch: this consumer's unacknowledged entries, stale ones, then new ones."""
-        entries = self._read("0") or self._claim_stale() or self._read(">", block_ms)
+        entries = self._read("0") or self._claim_stale_now_and_then() or self._read(">", block_ms)
         if entries:
             self._write(entries)
         return len(entries)
@@ -125,6 +133,13 @@ class ChatLogShipper(threading.Thread):
             GROUP, self.consumer, {STREAM: start}, count=BATCH, block=block_ms
         )
         return [entry for entry in (answer[0][1] if answer else []) if entry[1]]
+
+    def _claim_stale_now_and_then(self) -> list[tuple[bytes, dict]]:
+        """Stale entries of dead shippers, looked for at most every few seconds."""
+        if time.monotonic() - self._last_claim < CLAIM_EVERY_S:
+            return []
+        self._last_claim = time.monotonic()
+        return self._claim_stale()
 
     def _claim_stale(self) -> list[tuple[bytes, dict]]:
         claimed = self.connection.xautoclaim(
