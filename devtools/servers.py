@@ -27,6 +27,7 @@ import http.client
 import itertools
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -60,11 +61,23 @@ class ServerStartError(RuntimeError):
     """A managed process could not be started or did not become ready in time."""
 
 
+# Below Linux's ephemeral range (32768-60999): a server restarted on its port in a test
+# must not find that port taken meanwhile as the source port of some client's
+# connection, nor a client reconnecting to the down port connected to itself.
+PORT_RANGE = (20000, 32767)
+
+
 def free_port() -> int:
-    """Return a TCP port on 127.0.0.1 that the OS reports free right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        return int(sock.getsockname()[1])
+    """Return a TCP port on 127.0.0.1, outside the ephemeral range, that is free right now."""
+    for _ in range(200):
+        port = random.randint(*PORT_RANGE)
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind((HOST, port))
+            except OSError:
+                continue
+            return port
+    raise ServerStartError("no free TCP port found between 20000 and 32767")
 
 
 def port_accepts(port: int, timeout: float = 0.5) -> bool:
@@ -414,6 +427,11 @@ class MongoServer(ManagedProcess):
     It gets an empty config file of its own, so no ``secantusd.toml`` lying around in the
     working or home directory changes its behaviour. Later ``extra_args`` win.
 
+    It runs ``--standalone``: by default SecantusDB advertises itself as a single-node
+    replica set, and a ``hello`` caught while it stops or starts can make pymongo drop
+    the only seed from its topology, after which a client never finds the server again
+    (seen as ReplicaSetNoPrimary with no servers after a restart).
+
     ``restart()`` (SIGTERM) keeps stored data. ``kill()`` loses writes of roughly the
     last second unless they used ``j=True`` or the server runs with
     ``extra_args=["--sync-on-commit"]``, so crash tests should use one of those.
@@ -445,6 +463,7 @@ class MongoServer(ManagedProcess):
             str(storage_path or ":memory:"),
             "--log-level",
             "WARNING",
+            "--standalone",
             *extra_args,
         ]
         super().__init__(

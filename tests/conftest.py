@@ -18,6 +18,7 @@ from app import create_app
 from devtools.servers import FakeOpenAIServer, MongoServer, RedisServer, WorkerProcess
 from services import close_services
 from settings import SETTINGS
+from task_queue import make_queue
 
 ROOT = Path(__file__).resolve().parent.parent
 FRONTEND = "https://study.example.org"
@@ -117,6 +118,16 @@ def upstream_stats(server: FakeOpenAIServer) -> dict:
     url = server.base_url.removesuffix("/v1") + "/_stats"
     with urllib.request.urlopen(url, timeout=5) as answer:
         return json.loads(answer.read())
+
+
+def calls_in_flight(server: FakeOpenAIServer, connection: Redis) -> int:
+    """Jobs of the test's own queue that are running and whose model call the upstream got.
+
+    Counted on the test's own Redis, and from requests received since the upstream's
+    reset, so that slow answers still owed to earlier tests' dead clients do not count.
+    """
+    started = make_queue(connection).started_job_registry.count
+    return min(started, upstream_stats(server)["completions"])
 
 
 @pytest.fixture()

@@ -10,7 +10,7 @@ from rq.registry import clean_registries
 
 from task_queue import make_queue
 from tests.chat_helpers import fetch_job, start_chats
-from tests.conftest import control, upstream_requests, upstream_stats
+from tests.conftest import calls_in_flight, control, upstream_requests, upstream_stats
 from tests.polling import poll_answer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -114,7 +114,7 @@ def test_sigterm_lets_jobs_in_flight_finish(
     worker = start_worker(own_stack_env | {"WORKER_SHUTDOWN_GRACE_S": "20"})
     client = own_app.test_client()
     job_ids = start_chats(client, 5)
-    wait_for(lambda: upstream_stats(upstream)["in_flight"] >= 5)
+    wait_for(lambda: calls_in_flight(upstream, connection) == 5)
     assert worker.stop(timeout=30) == 0
     assert answer_all(client, job_ids, timeout=5) == [200] * 5
     assert make_queue(connection).started_job_registry.count == 0
@@ -127,7 +127,7 @@ def test_sigterm_hands_back_jobs_that_cannot_finish_in_time(
     control(upstream, {"faults": [{"delay": 60}] * 3})
     client = own_app.test_client()
     job_ids = start_chats(client, 3)
-    wait_for(lambda: upstream_stats(upstream)["in_flight"] == 3)
+    wait_for(lambda: calls_in_flight(upstream, connection) == 3)
     assert worker.stop(timeout=30) == 0
     queue = make_queue(connection)
     assert sorted(queue.job_ids) == sorted(job_ids)

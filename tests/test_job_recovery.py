@@ -12,7 +12,7 @@ from rq.job import JobStatus
 import job_recovery
 from task_queue import make_queue
 from tests.chat_helpers import fetch_job, start_chats
-from tests.conftest import control, upstream_requests, upstream_stats
+from tests.conftest import calls_in_flight, control, upstream_requests
 from tests.polling import poll_answer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
@@ -25,7 +25,7 @@ def test_jobs_of_a_killed_worker_are_answered_by_the_next(
     control(upstream, {"faults": [{"delay": 300}] * 4})
     client = own_app.test_client()
     job_ids = start_chats(client, 4)
-    wait_for(lambda: upstream_stats(upstream)["in_flight"] == 4)
+    wait_for(lambda: calls_in_flight(upstream, connection) == 4)
     doomed.kill()
     killed_at = time.monotonic()
     start_worker(own_stack_env)

@@ -12,7 +12,7 @@ from app import create_app
 from devtools.servers import MongoServer
 from services import close_services
 from tests.chat_helpers import start_chats
-from tests.conftest import control, upstream_stats
+from tests.conftest import calls_in_flight, control
 from tests.polling import poll_answer, wait_for
 
 pytestmark = pytest.mark.timeout(180)
@@ -59,13 +59,13 @@ def test_queued_chats_survive_a_redis_restart(
 
 
 def test_chats_in_flight_during_a_redis_outage_are_answered(
-    own_app, own_redis, own_stack_env, start_worker, upstream
+    own_app, own_redis, own_stack_env, start_worker, upstream, connection
 ):
     start_worker(own_stack_env)
     control(upstream, {"faults": [{"delay": 10}] * 3})
     client = own_app.test_client()
     job_ids = start_chats(client, 3)
-    wait_for(lambda: upstream_stats(upstream)["in_flight"] == 3)
+    wait_for(lambda: calls_in_flight(upstream, connection) == 3)
     own_redis.stop()
     own_redis.start()
     answers = [poll_through_outage(client, job_id) for job_id in job_ids]
