@@ -9,7 +9,7 @@ from flask import Blueprint, Response, jsonify
 from answer_stream import wait_until_ended
 from budgets import PARTICIPANT, STUDY, admit_chat
 from errors import error_response
-from job_outcomes import read_state
+from job_outcomes import FAILED_STATUSES, read_state
 from schemas import ChatRequest, CheckResponseRequest, parse_body
 from services import services
 from task_queue import enqueue_chat, new_job_id
@@ -18,7 +18,6 @@ logger = logging.getLogger(__name__)
 
 bp = Blueprint("chat", __name__)
 
-FAILED_STATUSES = {"failed", "stopped", "canceled"}
 UNKNOWN_JOB = "No chat job with this jobId exists; it may have expired."
 FAILED_JOB = "The model call for this job failed."
 BUDGET_SPENT = {
@@ -50,8 +49,7 @@ def check_response():
     body = parse_body(CheckResponseRequest)
     connection = services().redis
     state = read_state(connection, body.jobId)
-    running = state.body is None and state.rq_status not in FAILED_STATUSES | {None}
-    if running and wait_until_ended(connection, body.jobId, body.wait):
+    if not state.over and wait_until_ended(connection, body.jobId, body.wait):
         state = read_state(connection, body.jobId)
     if state.body is not None:
         return Response(state.body, status=state.status_code, mimetype="application/json")

@@ -13,6 +13,8 @@ from redis.client import Pipeline
 from rq.job import Job
 
 OUTCOME_PREFIX = "chat:outcome:"
+# RQ statuses of a job that ended without storing an outcome.
+FAILED_STATUSES = frozenset({"failed", "stopped", "canceled"})
 
 
 @dataclass(frozen=True)
@@ -22,6 +24,11 @@ class JobState:
     status_code: int | None
     body: bytes | None
     rq_status: str | None
+
+    @property
+    def over(self) -> bool:
+        """Whether nothing more will happen: answered, failed, or unknown (expired)."""
+        return self.body is not None or self.rq_status in FAILED_STATUSES | {None}
 
 
 def outcome_key(job_id: str) -> str:

@@ -30,7 +30,6 @@ bp = Blueprint("stream", __name__)
 # Seconds between keep-alive comments while a job waits in the queue; they also let the
 # server notice a participant who closed the page.
 KEEPALIVE_S = 10
-FAILED_STATUSES = {"failed", "stopped", "canceled"}
 STREAM_ID = re.compile(r"^\d+-\d+$")
 
 
@@ -64,7 +63,7 @@ def relay(connection: Redis, job_id: str, after: str) -> Iterator[str]:
             yield sse("delta", {"content": text}, event_id=entry_id)
         if not entries:
             state = read_state(connection, job_id)
-            if state.body is not None or state.rq_status in FAILED_STATUSES | {None}:
+            if state.over:
                 yield from final_events(state, sent_text)
                 return
             yield ": waiting for the model\n\n"
