@@ -23,7 +23,9 @@ from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from rq.job import Job
 
+import outage_watch
 from database_helpers import CHAT_LOG_COLLECTION
+from outage_watch import Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +51,16 @@ def entry_for(job: Job, status: str, response: dict | None, **details: Any) -> d
         "startedAt": _iso(job.started_at),
         **details,
     }
+
+
+def _report(error: Exception) -> None:
+    """An outage is said once by the server's Outage; anything else is logged in full."""
+    if isinstance(error, redis.RedisError):
+        outage_watch.REDIS.failed(error, "shipping transcripts")
+    elif isinstance(error, PyMongoError):
+        outage_watch.MONGODB.failed(error, "shipping transcripts")
+    else:
+        logger.exception("chat log shipping failed; will retry")
 
 
 def utcnow_iso() -> str:
@@ -90,7 +102,6 @@ class ChatLogShipper(threading.Thread):
         self.collection = db[CHAT_LOG_COLLECTION]
         self.consumer = consumer
         self.stopping = threading.Event()
-        self._backoff = 1.0
         self._last_claim = -CLAIM_EVERY_S
 
     def stop(self, timeout: float = 5.0) -> None:
@@ -101,17 +112,19 @@ class ChatLogShipper(threading.Thread):
     def run(self) -> None:
         """Ship until stopped, backing off while Redis or MongoDB is unavailable."""
         group_ready = False
+        backoff = Backoff(first=1.0, cap=30.0)
         while not self.stopping.is_set():
             try:
                 # Created once, and again after an error (a Redis that lost its data).
                 group_ready = group_ready or self._ensure_group()
-                self.ship_once(block_ms=1000)
-                self._backoff = 1.0
-            except (redis.RedisError, PyMongoError) as error:
+                if self.ship_once(block_ms=1000):
+                    outage_watch.MONGODB.succeeded()
+                outage_watch.REDIS.succeeded()
+                backoff.reset()
+            except Exception as error:
                 group_ready = False
-                logger.warning("chat log shipping paused: %s", type(error).__name__)
-                self.stopping.wait(self._backoff)
-                self._backoff = min(self._backoff * 2, 30.0)
+                _report(error)
+                self.stopping.wait(backoff.next_delay())
 
     def _ensure_group(self) -> bool:
         try:

@@ -11,7 +11,11 @@ thread pool while keeping RQ's bookkeeping intact:
 - one heartbeat thread refreshes every job in flight and requeues the jobs of
   workers that died (see job_recovery);
 - SIGTERM stops dequeuing, lets jobs in flight finish for a grace period, then puts
-  the rest back on the queue, so a deploy loses nothing.
+  the rest back on the queue, so a deploy loses nothing;
+- no loop ends because Redis is unreachable: each waits with a bounded backoff and
+  carries on when Redis is back, and the outage is logged once when it starts and once
+  when it ends (see outage_watch). A worker that finds itself gone from a Redis that came
+  back empty registers again.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from redis.client import PubSub
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
 from rq.job import Job
@@ -30,7 +35,10 @@ from rq.queue import Queue
 from rq.worker import BaseWorker, WorkerStatus
 
 import job_recovery
+import outage_watch
+from job_outcomes import has_outcome
 from job_timeouts import WatchdogDeathPenalty
+from outage_watch import REDIS_UNAVAILABLE, Backoff
 
 logger = logging.getLogger(__name__)
 
@@ -107,8 +115,9 @@ class ConcurrentWorker(BaseWorker):
 
     def work(self, logging_level: str | None = "INFO", burst: bool = False, **_: object) -> bool:
         """Dequeue and run jobs until asked to stop (or, in burst mode, until idle)."""
-        self.bootstrap(logging_level)
         self._install_signal_handlers()
+        if not self._bootstrap_when_redis_is_up(logging_level):
+            return False
         beat = threading.Thread(target=self._heartbeat_loop, name="rq-heartbeat", daemon=True)
         beat.start()
         worked = False
@@ -117,15 +126,43 @@ class ConcurrentWorker(BaseWorker):
         finally:
             self._finish_in_flight()
             self._stopped.set()
-            self.teardown()
+            self._teardown_if_redis_is_up()
         return worked
+
+    def _bootstrap_when_redis_is_up(self, logging_level: str | None) -> bool:
+        """Register with Redis, waiting while it is unreachable; False when stopped first."""
+        backoff = Backoff()
+        while not self._stop_requested:
+            try:
+                self.bootstrap(logging_level)
+                outage_watch.REDIS.succeeded()
+                return True
+            except REDIS_UNAVAILABLE as error:
+                outage_watch.REDIS.failed(error, "starting the worker")
+                time.sleep(backoff.next_delay())
+        return False
+
+    def _teardown_if_redis_is_up(self) -> None:
+        """Say goodbye to Redis; when it is down, the worker's key simply expires."""
+        try:
+            self.teardown()
+        except REDIS_UNAVAILABLE as error:
+            outage_watch.REDIS.failed(error, "stopping the worker")
 
     def _dequeue_loop(self, burst: bool) -> bool:
         worked = False
+        backoff = Backoff()
         while not self._stop_requested:
             if not self._slots.acquire(timeout=1):
                 continue
-            job_and_queue = self._dequeue()
+            try:
+                job_and_queue = self._dequeue()
+            except Exception as error:
+                self._slots.release()
+                self._report_failure(error, "waiting for jobs")
+                time.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
             if job_and_queue is None:
                 self._slots.release()
                 if burst and self.in_flight_count() == 0:
@@ -139,7 +176,7 @@ class ConcurrentWorker(BaseWorker):
         """One job from the queues, or None after a short wait."""
         self.set_state(WorkerStatus.IDLE if not self.in_flight_count() else WorkerStatus.BUSY)
         try:
-            return self.queue_class.dequeue_any(
+            job_and_queue = self.queue_class.dequeue_any(
                 self._ordered_queues,
                 self.dequeue_timeout,
                 connection=self.connection,
@@ -148,11 +185,17 @@ class ConcurrentWorker(BaseWorker):
                 death_penalty_class=self.death_penalty_class,
             )
         except DequeueTimeout:
-            return None
-        except Exception:
-            logger.exception("dequeue failed; retrying")
-            self._stopped.wait(1)
-            return None
+            job_and_queue = None
+        outage_watch.REDIS.succeeded()
+        return job_and_queue
+
+    @staticmethod
+    def _report_failure(error: Exception, doing: str) -> None:
+        """An outage of Redis is said once; any other failure is logged in full."""
+        if isinstance(error, REDIS_UNAVAILABLE):
+            outage_watch.REDIS.failed(error, doing)
+        else:
+            logger.exception("worker failed while %s; will retry", doing)
 
     def _start(self, job: Job, queue: Queue) -> None:
         with self._lock:
@@ -167,8 +210,9 @@ class ConcurrentWorker(BaseWorker):
                 if job.id in self._in_flight:
                     self._in_flight[job.id].execution = self.execution
             self.perform_job(job, queue)
-        except Exception:
-            logger.exception("job %s: worker bookkeeping failed", job.id)
+        except Exception as error:
+            # Whatever RQ could not record is put right by recovery once Redis is back.
+            self._report_failure(error, f"recording job {job.id}")
         finally:
             self.execution = None
             with self._lock:
@@ -180,6 +224,19 @@ class ConcurrentWorker(BaseWorker):
         if state != self._state:
             super().set_state(state, pipeline=pipeline)
 
+    def subscribe(self) -> None:
+        """Listen for RQ's commands (`rq` CLI, dashboard), riding through Redis outages."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(
+            sleep_time=60, daemon=True, exception_handler=self._on_pubsub_error
+        )
+
+    def _on_pubsub_error(self, error: Exception, pubsub: PubSub, thread: object) -> None:
+        """Wait and let redis-py resubscribe when Redis is back; nothing else is expected."""
+        self._report_failure(error, "listening for commands")
+        time.sleep(2.0)
+
     def set_current_job_id(self, job_id: str | None = None, pipeline=None) -> None:
         """Keep the worker hash's single `current_job` field out of per-job bookkeeping."""
 
@@ -187,10 +244,27 @@ class ConcurrentWorker(BaseWorker):
         """Refresh the worker's and every running job's heartbeat; requeue dead workers' jobs."""
         while not self._stopped.wait(self.job_monitoring_interval):
             try:
+                self._register_again_if_forgotten()
                 self._beat()
                 job_recovery.requeue_abandoned(self.queues, self.connection, self.serializer)
-            except Exception:
-                logger.exception("heartbeat failed; will retry")
+                outage_watch.REDIS.succeeded()
+            except Exception as error:
+                self._report_failure(error, "sending heartbeats")
+
+    def _register_again_if_forgotten(self) -> None:
+        """Register anew, jobs in flight too, when Redis came back without them (data lost)."""
+        if self.connection.exists(self.key):
+            return
+        logger.warning("this worker was gone from Redis; registering it and its jobs again")
+        self.register_birth()
+        super().set_state(self._state)  # the birth record carries no state
+        with self._lock:
+            running = list(self._in_flight.values())
+        for entry in running:
+            # Not yet answered: saved again, so that participants polling it wait for
+            # its answer instead of being told it does not exist.
+            if not has_outcome(self.connection, entry.job.id):
+                entry.job.save()
 
     def _beat(self) -> None:
         with self._lock:
@@ -224,11 +298,20 @@ class ConcurrentWorker(BaseWorker):
             time.sleep(0.05)
         with self._lock:
             left = list(self._in_flight.values())
-        for entry in left:
+        if not left:
+            self._pool.shutdown(wait=True)
+            return
+        handed_back = sum(self._hand_back(entry) for entry in left)
+        logger.warning("handed %d of %d unfinished jobs back to the queue", handed_back, len(left))
+        self._teardown_if_redis_is_up()
+        # Threads still waiting on the model must not finish these jobs a second time.
+        os._exit(0)
+
+    def _hand_back(self, entry: InFlight) -> bool:
+        """Return one job to its queue; with Redis down, recovery will requeue it instead."""
+        try:
             job_recovery.hand_back(entry.job, entry.queue, entry.execution)
-        if left:
-            logger.warning("handed %d unfinished jobs back to the queue", len(left))
-            self.teardown()
-            # Threads still waiting on the model must not finish these jobs a second time.
-            os._exit(0)
-        self._pool.shutdown(wait=True)
+        except REDIS_UNAVAILABLE as error:
+            outage_watch.REDIS.failed(error, "handing jobs back")
+            return False
+        return True

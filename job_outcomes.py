@@ -42,9 +42,15 @@ def success_body(raw_completion_json: str) -> str:
 
 
 def store_outcome(pipeline: Pipeline, job_id: str, status_code: int, body: str, ttl: int) -> None:
-    """Record a job's final answer (200) or failure (502) for `ttl` seconds, on `pipeline`."""
+    """Record a job's final answer (200) or failure (502) for `ttl` seconds, on `pipeline`.
+
+    The first outcome stored stays: a job run a second time by recovery (its first run's
+    answer was stored late, during a Redis outage) never replaces what a participant may
+    already have been shown.
+    """
     key = outcome_key(job_id)
-    pipeline.hset(key, mapping={"code": status_code, "body": body})
+    pipeline.hsetnx(key, "code", status_code)
+    pipeline.hsetnx(key, "body", body)
     pipeline.expire(key, ttl)
 
 

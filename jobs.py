@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from functools import cache
+from collections.abc import Callable
+from functools import cache, partial
 from typing import Any
 
 import openai
@@ -17,8 +18,10 @@ import budgets
 import chat_log
 import job_metrics
 import llm_client
+import outage_watch
 from exceptions import ModelCallFailed
 from job_outcomes import has_outcome, store_outcome, success_body
+from outage_watch import REDIS_UNAVAILABLE, Backoff
 from settings import load_settings
 
 logger = logging.getLogger(__name__)
@@ -55,16 +58,48 @@ def run_chat(
         logger.warning("chat job %s failed: %s", job.id, failure.message)
         body = json.dumps({"error": failure.message})
         took = time.monotonic() - called
-        _finish(
-            job, 502, body, None, error=failure.message, attempts=failure.attempts, upstream_s=took
+        when_redis_is_up(
+            partial(
+                _finish,
+                job,
+                502,
+                body,
+                None,
+                error=failure.message,
+                attempts=failure.attempts,
+                upstream_s=took,
+            )
         )
         raise
     took = time.monotonic() - called
-    budgets.record_usage(job.connection, job.id, participant_id, completion.usage)
+    when_redis_is_up(
+        lambda: budgets.record_usage(job.connection, job.id, participant_id, completion.usage)
+    )
     response = json.loads(completion.raw_json)
-    _finish(job, 200, success_body(completion.raw_json), response, completion, upstream_s=took)
+    when_redis_is_up(
+        lambda: _finish(
+            job, 200, success_body(completion.raw_json), response, completion, upstream_s=took
+        )
+    )
     logger.info("answered in %.2f s, %d attempts", took, completion.attempts)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}
+
+
+def when_redis_is_up(write: Callable[[], object]) -> None:
+    """Run `write` until Redis takes it, so an answer the model gave during an outage is kept.
+
+    Bounded by the job's timeout; a job cut short is run again by recovery.
+    """
+    backoff = Backoff()
+    while True:
+        try:
+            write()
+        except REDIS_UNAVAILABLE as error:
+            outage_watch.REDIS.failed(error, "storing an answer")
+            time.sleep(backoff.next_delay())
+        else:
+            outage_watch.REDIS.succeeded()
+            return
 
 
 def _call_model(job: Job, request: dict[str, Any], stream: bool) -> llm_client.Completion:

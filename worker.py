@@ -21,6 +21,7 @@ from chat_log import ChatLogShipper
 from concurrent_worker import ConcurrentWorker
 from database_helpers import make_mongo_client
 from logging_setup import configure_logging
+from outage_watch import wait_for_redis
 from settings import check_settings_or_exit, load_settings
 from task_queue import QUEUE_NAME, SERIALIZER, make_redis
 
@@ -57,6 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     connection = make_redis(
         settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"], settings["REDIS_MAX_CONNECTIONS"]
     )
+    # RQ's worker talks to Redis as it is built: a worker started during an outage waits.
+    wait_for_redis(connection, "starting the worker")
     worker = build_worker(settings, connection, args.stock)
     shipper = start_chat_log_shipper(settings, connection, worker.name)
     logger.info("worker started: %s on queue %s", type(worker).__name__, QUEUE_NAME)

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import http.client
 import itertools
 import logging
@@ -125,6 +126,9 @@ class ManagedProcess:
 
     #: True when :meth:`probe` proves that our own process answered (pid check).
     probe_checks_identity: ClassVar[bool] = False
+    #: On Linux, the child gets SIGTERM when the thread that started it ends, even when
+    #: this process is killed outright (``make run`` sets it; see ``_die_with_parent``).
+    die_with_parent: bool = False
 
     def __init__(
         self,
@@ -212,6 +216,18 @@ class ManagedProcess:
         log.info("%s stopped (exit code %s)", self.name, code)
         return code
 
+    def signal_stop(self) -> None:
+        """SIGTERM the process group and return at once, as a deploy's first signal does."""
+        self._signal_group(signal.SIGTERM)
+
+    def wait_exit(self, timeout: float) -> int:
+        """Wait up to ``timeout`` s for the process to exit by itself; its exit code."""
+        assert self._proc is not None, f"{self.name} is not running"
+        code = self._proc.wait(timeout)
+        self._signal_group(signal.SIGKILL)  # whatever the leader left behind in its group
+        self._forget()
+        return code
+
     def kill(self) -> None:
         """SIGKILL the whole group at once, as in a crash; port and data stay configured."""
         if self._proc is None:
@@ -263,10 +279,15 @@ class ManagedProcess:
                     env=env,
                     cwd=self.cwd,
                     start_new_session=True,
+                    preexec_fn=_die_with_parent(os.getpid()) if self._parent_death_signal else None,
                 )
             except OSError as exc:
                 raise ServerStartError(f"{self.name}: cannot run {self.argv}: {exc}") from exc
         _live.add(self)
+
+    @property
+    def _parent_death_signal(self) -> bool:
+        return self.die_with_parent and sys.platform.startswith("linux")
 
     def _wait_ready(self, deadline: float) -> None:
         """Poll the readiness predicate until it passes, the child exits, or time runs out."""
@@ -312,6 +333,25 @@ class ManagedProcess:
     def _forget(self) -> None:
         self._proc = None
         _live.discard(self)
+
+
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """Run in the child before exec: SIGTERM it when its parent (thread) ends.
+
+    The signal outlives exec, so the server itself gets it. A parent that died before
+    this ran is noticed by the changed parent pid.
+    """
+
+    def arrange() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    return arrange
 
 
 def _sigterm_as_interrupt() -> None:
