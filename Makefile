@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench clean
+.PHONY: run test lint format bench fuzz clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(STAMP)
 ## Options go through BENCH_ARGS, e.g. make bench BENCH_ARGS="--participants 100 --workers concurrent".
 bench: $(STAMP)
 	$(BIN)/python -m devtools.bench $(BENCH_ARGS)
+
+## schemathesis with every check against a live local stack, with a new seed each time.
+fuzz: $(STAMP)
+	$(BIN)/python -m devtools.fuzz $(FUZZ_ARGS)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -41,7 +41,10 @@ def bearer_token(header: str | None) -> str | None:
 
 def token_matches(presented: str | None, expected: str) -> bool:
     """Whether the presented token is the admin token, in time independent of its content."""
-    return presented is not None and hmac.compare_digest(presented.encode(), expected.encode())
+    if presented is None:
+        return False
+    # surrogatepass: a lone surrogate smuggled in by a JSON escape is just a wrong token.
+    return hmac.compare_digest(presented.encode("utf-8", "surrogatepass"), expected.encode())
 
 
 def require_admin():

@@ -60,15 +60,16 @@ OPENAPI_PATHS = {
             "summary": "Trade the admin token for a session cookie (browsers).",
             "tags": ["admin"],
             "requestBody": {
+                "required": True,
                 "content": {
                     "application/json": {
                         "schema": {
                             "type": "object",
-                            "properties": {"token": {"type": "string"}},
+                            "properties": {"token": {"type": "string", "minLength": 1}},
                             "required": ["token"],
                         }
                     }
-                }
+                },
             },
             "responses": {
                 "204": {"description": "Session started (Set-Cookie: admin_session)."},

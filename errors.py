@@ -39,8 +39,9 @@ def _http_message(error: HTTPException) -> str:
 
 
 def handle_http_exception(error: HTTPException):
-    """Turn Werkzeug's HTML error pages into JSON."""
-    return error_response(error.code or 500, _http_message(error))
+    """Turn Werkzeug's HTML error pages into JSON, keeping the headers HTTP requires (Allow)."""
+    headers = {name: value for name, value in error.get_headers() if name != "Content-Type"}
+    return error_response(error.code or 500, _http_message(error), headers)
 
 
 def handle_bad_request(error: BadRequest):

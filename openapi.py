@@ -22,6 +22,7 @@ from flask import Blueprint, Flask, current_app, jsonify
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from admin_auth import is_admin_path
 from response_schemas import (
     BudgetReport,
     ChatAnswer,
@@ -32,12 +33,14 @@ from response_schemas import (
     Saved,
 )
 from schemas import (
+    STORABLE_JSON,
     ChatRequest,
     CheckParticipationRequest,
     CheckResponseRequest,
     RequestLimits,
     SaveRequest,
     bounded_models,
+    storable_json_schema,
 )
 
 logger = logging.getLogger(__name__)
@@ -190,7 +193,7 @@ def component_schemas(limits: RequestLimits) -> dict[str, Any]:
     models = [(bounded.get(model, model), "validation") for model in requests]
     models += [(model, "serialization") for model in RESPONSES]
     _, definitions = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]
-    return definitions["$defs"]
+    return {**definitions["$defs"], STORABLE_JSON: storable_json_schema()}
 
 
 def openapi_path(rule: str) -> str:
@@ -239,9 +242,15 @@ def undescribed_paths(app: Flask, described: Mapping[str, Any]) -> dict[str, Any
 
 
 def all_paths(app: Flask) -> dict[str, Any]:
-    """Every route `app` serves: described ones in full, the others bare."""
+    """Every route `app` serves: described ones in full, the others bare.
+
+    Without ADMIN_TOKEN the admin surface answers 404 to everyone, so it is left out.
+    """
     described = {**contract_paths(), **contributed_paths(app)}
-    return {**described, **undescribed_paths(app, described)}
+    paths = {**described, **undescribed_paths(app, described)}
+    if app.config["ADMIN_TOKEN"]:
+        return paths
+    return {path: item for path, item in paths.items() if not is_admin_path(path)}
 
 
 def build_document(app: Flask) -> dict[str, Any]:

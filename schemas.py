@@ -10,7 +10,6 @@ validation context.
 
 from __future__ import annotations
 
-import base64
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from pydantic import (
     TypeAdapter,
     ValidationError,
     ValidationInfo,
+    WithJsonSchema,
     create_model,
     field_validator,
 )
@@ -42,13 +42,20 @@ Model = TypeVar("Model", bound=BaseModel)
 JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
 IMAGE_TYPES = ("png", "jpeg", "gif", "webp")
 IMAGE_PREFIX_PATTERN = r"^data:image/(png|jpeg|gif|webp);base64,"
-# Whole base64 quanta only, so that a string matching this pattern always decodes.
+# The leading bytes of a PNG, JPEG, GIF or WebP file as they start its base64, in whole
+# base64 quanta: \x89PNG\r\n\x1a\n, \xff\xd8\xff, GIF87a or GIF89a, RIFF....WEBP.
+IMAGE_SIGNATURE_PATTERN = (
+    r"(?:iVBORw0KGg[o-r][A-Za-z0-9+/]|/9j/|R0lGOD[dl]h"
+    r"|UklGR[g-v][A-Za-z0-9+/]{4}[BFJNRVZdhlptx159]XRUJQ)"
+)
+# A known image in whole base64 quanta only, so that a matching string always decodes:
+# the document states all that the server checks of an image but its decoded size.
 IMAGE_PATTERN = (
-    IMAGE_PREFIX_PATTERN + r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+    IMAGE_PREFIX_PATTERN
+    + IMAGE_SIGNATURE_PATTERN
+    + r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
 )
 LONGEST_IMAGE_PREFIX = len("data:image/jpeg;base64,")
-# Leading bytes of the image formats the model accepts.
-IMAGE_SIGNATURES = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF87a", b"GIF89a")
 # Free-form JSON stored in MongoDB (/save) may nest this deep; BSON itself stops at 100.
 MAX_JSON_DEPTH = 32
 # Characters that would make a stored key look like a MongoDB operator or path, and the
@@ -132,19 +139,47 @@ def escape_key(key: str, where: str) -> str:
     return key
 
 
-StorableJson = Annotated[Any, AfterValidator(storable_json)]
+STORABLE_JSON = "StorableJson"
+STORABLE_JSON_REF = {"$ref": f"#/components/schemas/{STORABLE_JSON}"}
+# Text with no lone surrogate (a JSON escape can smuggle one in; BSON stores UTF-8 only),
+# and keys with no NUL either. Written as escapes both Python's re and Rust's regex read
+# (tools built on jsonschema-rs refuse a pattern holding a surrogate itself).
+UNICODE_TEXT = r"^[\u0000-\uD7FF\uE000-\U0010FFFF]*$"
+KEY_TEXT = r"^[\u0001-\uD7FF\uE000-\U0010FFFF]*$"
+STORABLE_OBJECT = {
+    "type": "object",
+    "propertyNames": {"pattern": KEY_TEXT},
+    "additionalProperties": STORABLE_JSON_REF,
+}
+STORABLE_ARRAY = {"type": "array", "items": STORABLE_JSON_REF}
+
+
+def storable_json_schema() -> dict[str, Any]:
+    """JSON Schema of what storable_json accepts, but for its nesting limit."""
+    return {
+        "description": f"Any JSON MongoDB can store, nested at most {MAX_JSON_DEPTH} deep.",
+        "anyOf": [
+            {"type": "string", "pattern": UNICODE_TEXT},
+            {"type": "integer", "minimum": INT64.start, "maximum": INT64.stop - 1},
+            {"type": "number", "not": {"type": "integer"}},
+            {"type": "boolean"},
+            {"type": "null"},
+            STORABLE_ARRAY,
+            STORABLE_OBJECT,
+        ],
+    }
+
+
+# allOf: pydantic would try to resolve a bare $ref among its own definitions.
+StorableJson = Annotated[
+    Any, AfterValidator(storable_json), WithJsonSchema({"allOf": [STORABLE_JSON_REF]})
+]
 
 
 def image_bytes(data_url: str) -> int:
     """Decoded size of a base64 data URL that matches IMAGE_PATTERN."""
     payload = data_url.partition(",")[2]
     return len(payload) * 3 // 4 - payload.count("=", len(payload) - 2)
-
-
-def is_known_image(data_url: str) -> bool:
-    """Whether the data starts like a PNG, JPEG, GIF or WebP file."""
-    head = base64.b64decode(data_url.partition(",")[2][:16])
-    return head.startswith(IMAGE_SIGNATURES) or (head[:4] == b"RIFF" and head[8:12] == b"WEBP")
 
 
 def is_data_url(image: str) -> bool:
@@ -184,6 +219,16 @@ class RequestBody(BaseModel):
 class ChatMessage(RequestBody):
     """One message of the conversation as the frontend sends it."""
 
+    # The document says what check_image enforces: an image on a user message only.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"role": {"const": "user"}}},
+                {"properties": {"image": {"type": "null"}}},
+            ]
+        }
+    )
+
     role: Literal["system", "user", "assistant"]
     content: StrictStr
     image: ImageDataUrl | None = None
@@ -196,7 +241,7 @@ class ChatMessage(RequestBody):
             return None
         if info.data.get("role") != "user":
             raise PydanticCustomError("image_role", "only a user message may carry an image")
-        if not is_data_url(image) or not is_known_image(image):
+        if not is_data_url(image):
             raise PydanticCustomError("image_form", IMAGE_FORM)
         limits = info.context
         if isinstance(limits, RequestLimits) and image_bytes(image) > limits.max_image_bytes:
@@ -248,9 +293,9 @@ class SaveRequest(RequestBody):
     """POST /save."""
 
     participantId: NonEmptyId
-    messages: Annotated[list[Any], AfterValidator(storable_json)]
-    tasks: Annotated[dict[str, Any], AfterValidator(storable_json)]
-    condition: StorableJson = Field(json_schema_extra={"description": "any JSON value"})
+    messages: Annotated[list[Any], AfterValidator(storable_json), WithJsonSchema(STORABLE_ARRAY)]
+    tasks: Annotated[dict[str, Any], AfterValidator(storable_json), WithJsonSchema(STORABLE_OBJECT)]
+    condition: StorableJson
 
 
 class CheckParticipationRequest(RequestBody):

@@ -31,13 +31,50 @@ bp = Blueprint("stream", __name__)
 # server notice a participant who closed the page.
 KEEPALIVE_S = 10
 STREAM_ID = re.compile(r"^\d+-\d+$")
+UNKNOWN_ID = "The jobId in the URL is not one this service issues."
+# One event as an SSE parser reads it; `data` is JSON text.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"enum": ["delta", "done", "error"]},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+    },
+}
+# This route in the OpenAPI document (openapi.py collects it).
+OPENAPI_PATHS = {
+    "/stream/{job_id}": {
+        "get": {
+            "summary": "A job's answer as server-sent events: delta, then done or error.",
+            "tags": ["chat"],
+            "parameters": [
+                {
+                    "name": "job_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+                },
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The events.",
+                    "content": {"text/event-stream": {"schema": SSE_EVENT}},
+                },
+                "400": {"description": "The jobId is not one this service issues."},
+                "404": {"description": "No such job, or it expired."},
+                "503": {"description": "Redis cannot be reached right now."},
+            },
+        }
+    }
+}
 
 
 @bp.get("/stream/<job_id>")
 def stream(job_id: str):
     """Relay a job's answer as text/event-stream."""
     if not re.match(JOB_ID_PATTERN, job_id):
-        return error_response(400, "The jobId in the URL is not one this service issues.")
+        return error_response(400, UNKNOWN_ID)
     connection = services().redis
     state = read_state(connection, job_id)
     if state.rq_status is None and state.body is None:

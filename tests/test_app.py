@@ -23,6 +23,15 @@ def test_wrong_method_is_json_405(client):
     answer = client.get("/chat")
     assert answer.status_code == 405
     assert answer.get_json()["error"] == "Method GET is not allowed on /chat; use POST."
+    assert answer.headers["Allow"] == "OPTIONS, POST"  # RFC 9110 requires it on a 405
+
+
+@pytest.mark.parametrize("path", ["/check_response", "/save", "/healthz", "/stream/0"])
+def test_every_405_names_the_allowed_methods(client, path):
+    answer = client.open(path, method="TRACE")
+    assert answer.status_code == 405
+    assert answer.is_json
+    assert answer.headers["Allow"]
 
 
 def test_body_too_large_is_json_413(stack_env):

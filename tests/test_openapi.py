@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import schemathesis
-from flask import Blueprint, jsonify
+from flask import Blueprint, Flask, jsonify
 from hypothesis import HealthCheck, given, settings
 from redis import Redis
 from schemathesis import GenerationMode
@@ -46,8 +50,16 @@ MAX_EXAMPLES = 40
 
 
 @pytest.fixture()
-def document(client) -> dict:
-    answer = client.get("/openapi.json")
+def admin_app(stack_env) -> Iterator[Flask]:
+    """The app with its admin surface on."""
+    made = create_app(stack_env | {"ADMIN_TOKEN": ADMIN_TOKEN})
+    yield made
+    close_services(made)
+
+
+@pytest.fixture()
+def document(admin_app) -> dict:
+    answer = admin_app.test_client().get("/openapi.json")
     assert answer.status_code == 200
     return answer.get_json()
 
@@ -85,17 +97,24 @@ def test_request_schemas_come_from_the_validating_models(document):
     }
 
 
-def test_every_route_of_the_app_is_in_the_document(app):
+def test_every_route_of_the_app_is_in_the_document(admin_app):
     extra = Blueprint("extra_for_test", __name__)
     extra.add_url_rule("/extra/<job_id>", view_func=lambda job_id: jsonify(job_id=job_id))
-    app.register_blueprint(extra)
-    document = app.test_client().get("/openapi.json").get_json()
-    for rule in app.url_map.iter_rules():
+    admin_app.register_blueprint(extra)
+    document = admin_app.test_client().get("/openapi.json").get_json()
+    for rule in admin_app.url_map.iter_rules():
         if rule.endpoint != "static":
             assert openapi_path(rule.rule) in document["paths"], rule.rule
     undescribed = document["paths"]["/extra/{job_id}"]["get"]
     assert undescribed["tags"] == [UNDESCRIBED]
     assert undescribed["parameters"][0]["name"] == "job_id"
+
+
+def test_without_an_admin_token_the_document_leaves_the_admin_surface_out(client):
+    # It answers 404 to everyone then, so no client should be told it exists.
+    paths = client.get("/openapi.json").get_json()["paths"]
+    assert not [path for path in paths if path.startswith("/admin")]
+    assert "/chat" in paths and "/metrics" in paths
 
 
 @pytest.fixture(scope="module")
@@ -154,3 +173,25 @@ def test_live_api_matches_its_document(live_schema, method, path, mode):
         case.call_and_validate(checks=CHECKS)
 
     answers_as_documented()
+
+
+# Examples per operation in the command-line run below: both runs fit in about 8 minutes
+# on 2 cores. A fixed seed keeps the run repeatable; `make fuzz` runs with a new one.
+CLI_EXAMPLES = 30
+CLI_SEED = 7
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("admin_token", [ADMIN_TOKEN, None], ids=["admin-token", "defaults"])
+def test_schemathesis_command_line_finds_no_failure(stack_env, worker, tmp_path, admin_token):
+    """`st run --checks all` on the live service, as an outsider runs it, finds nothing."""
+    settings = stack_env | ({"ADMIN_TOKEN": admin_token} if admin_token else {})
+    with WebServer(process_env(settings), directory=tmp_path) as web:
+        argv = [str(Path(sys.executable).parent / "st"), "run", web.url + "/openapi.json"]
+        argv += ["--checks", "all", "-n", str(CLI_EXAMPLES), "--seed", str(CLI_SEED)]
+        if admin_token:
+            argv += ["-H", f"Authorization: Bearer {admin_token}"]
+        run = subprocess.run(argv, capture_output=True, text=True, timeout=800, cwd=tmp_path)
+    assert run.returncode == 0, run.stdout[-20000:]
+    # Every generated case passed every check (none skipped for a failure).
+    assert re.search(r"(\d+) generated, \1 passed", run.stdout), run.stdout[-3000:]

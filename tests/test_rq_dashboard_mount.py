@@ -76,3 +76,35 @@ def test_only_the_pages_own_inline_script_may_run(dashboard_app):
         assert f'<script type="text/javascript" nonce="{nonce}">' in answer.get_data(as_text=True)
         nonces.append(nonce)
     assert nonces[0] != nonces[1]
+
+
+# What a fuzzer sent that rq-dashboard itself answered with a 500.
+BAD_DASHBOARD_REQUESTS = [
+    ("get", "/admin/rq/3/view", 404),
+    ("get", "/admin/rq/0/view/job/0", 404),
+    ("get", "/admin/rq/0/data/job/0.json", 404),
+    ("get", "/admin/rq/0/view/job/a%20b", 404),
+    ("get", "/admin/rq/0/data/jobs/chat/nope/10/asc/1.json", 404),
+    ("get", "/admin/rq/0/data/jobs/chat/queued/ten/asc/1.json", 400),
+    ("get", "/admin/rq/0/data/jobs/chat/queued/10/sideways/1.json", 400),
+    ("get", "/admin/rq/0/data/jobs/%C3%B5%11/queued/10/asc/1.json", 404),
+    ("post", "/admin/rq/job/0/requeue", 404),
+    ("post", "/admin/rq/job/0/delete", 200),  # rq-dashboard's own {"status": "ERROR"}
+    ("post", "/admin/rq/job/%F2%85%B9%A1x/delete", 404),
+    ("post", "/admin/rq/queue/0/compact", 404),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "status"), BAD_DASHBOARD_REQUESTS)
+def test_bad_ids_and_names_get_a_json_4xx_never_a_500(dashboard_app, method, path, status):
+    answer = getattr(dashboard_app.test_client(), method)(path, headers=BEARER)
+    assert answer.status_code == status
+    assert answer.get_json()["error" if status >= 400 else "status"]
+
+
+def test_compacting_the_empty_chat_queue_has_nothing_to_do(dashboard_app, connection):
+    client = dashboard_app.test_client()
+    start_chats(client, 1)  # the chat queue is known to RQ from its first job on
+    connection.delete("rq:queue:chat")
+    answer = client.post("/admin/rq/queue/chat/compact", headers=BEARER)
+    assert (answer.status_code, answer.get_json()) == (200, {"status": "OK"})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import uuid
 
 import pytest
@@ -11,6 +12,7 @@ from pymongo import MongoClient
 
 from app import create_app
 from schemas import (
+    IMAGE_PATTERN,
     MAX_JSON_DEPTH,
     ChatRequest,
     RequestLimits,
@@ -224,3 +226,28 @@ def test_largest_64_bit_numbers_are_stored(client, collection, participant_id):
     tasks = {"max": 2**63 - 1, "min": -(2**63)}
     assert client.post("/save", json=record(participant_id, tasks=tasks)).status_code == 201
     assert collection.find_one({"_id": participant_id})["tasks"] == tasks
+
+
+SIGNATURES = {
+    "png": b"\x89PNG\r\n\x1a\n",
+    "jpeg": b"\xff\xd8\xff",
+    "gif": b"GIF89a",
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SIGNATURES))
+def test_the_documented_image_pattern_accepts_every_length_of_a_known_image(kind):
+    # The document's pattern is what outside tools generate from: it must hold all that
+    # the server checks, so every image it allows is accepted, whatever its length.
+    for extra in range(1, 40):
+        image = data_url(kind, SIGNATURES[kind] + bytes(range(extra)))
+        assert re.match(IMAGE_PATTERN, image), image
+    webp = b"RIFF" + bytes([7, 200, 0, 1]) + b"WEBP" + b"VP8 "
+    assert re.match(IMAGE_PATTERN, data_url("webp", webp))
+
+
+@pytest.mark.parametrize(
+    "data", [b"MZ\x90\x00 not an image", b"\x89PNX\r\n\x1a\n0", b"RIFF1234WAVEfmt ", b"GIF90a"]
+)
+def test_the_documented_image_pattern_refuses_other_files(data):
+    assert not re.match(IMAGE_PATTERN, data_url("png", data))
