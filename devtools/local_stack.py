@@ -6,7 +6,10 @@ REDIS_URL, SecantusDB with its data under `var/mongo` without DATABASE_URL, and 
 dry-run model (`devtools.fake_openai`, whose replies say they are not from GPT) without
 OPENAI_API_KEY. Then it runs the web process (gunicorn, as in the Procfile) and one worker,
 prints their logs prefixed [web] and [worker], and on Ctrl-C (SIGINT), SIGTERM or SIGHUP
-stops everything it started, in reverse order.
+stops everything it started, in reverse order. Killed outright (SIGKILL, a closed
+terminal, an IDE's stop button), it still leaves nothing running: on Linux each server
+gets SIGTERM when it dies (a parent-death signal), and everywhere the next run stops
+whatever the previous one wrote down in `var/local_stack.pids` and left running.
 
 These stand-ins exist only here: Procfile processes refuse to start without real settings.
 
@@ -34,6 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn, TextIO
 
+import psutil
 from dotenv import load_dotenv
 
 from devtools.servers import (
@@ -62,6 +66,8 @@ FOLLOW_INTERVAL_S = 0.2
 STOP_TIMEOUT_S = 30.0
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 RULE = "=" * 78
+# The processes this run started, for the next run to stop should this one be killed.
+PID_FILE = "local_stack.pids"
 TRUE_WORDS = ("true", "yes", "on", "1")  # as settings.py reads a true/false setting
 
 
@@ -148,10 +154,21 @@ class Stack:
     def log_dir(self) -> Path:
         return self.var_dir / "logs"
 
+    @property
+    def pid_file(self) -> Path:
+        return self.var_dir / PID_FILE
+
     def start(self, process: ManagedProcess) -> ManagedProcess:
-        """Start `process`, remembered first so that shutdown stops it even if start fails."""
+        """Start `process`, remembered first so that shutdown stops it even if start fails.
+
+        It dies with this process on Linux, and is written down for the next run to stop
+        elsewhere, so that a closed terminal or a `kill -9` leaves no server behind.
+        """
         self.processes.append(process)
-        return process.start()
+        process.die_with_parent = True
+        process.start()
+        record_pids(self.pid_file, self.processes)
+        return process
 
     def origin(self, name: str) -> str:
         """Where a setting came from, for the banner (never its value: it may be secret)."""
@@ -214,6 +231,44 @@ def exclusive(var_dir: Path) -> Iterator[None]:
                 "(or give this one its own LOCAL_STACK_VAR_DIR)."
             ) from None
         yield
+
+
+def record_pids(pid_file: Path, processes: list[ManagedProcess]) -> None:
+    """Write down the running processes (pid and start time, so a reused pid never counts)."""
+    running = [psutil.Process(p.pid) for p in processes if p.pid is not None and p.running]
+    entries = [{"pid": proc.pid, "created": proc.create_time()} for proc in running]
+    pid_file.write_text(json.dumps(entries))
+
+
+def stop_leftovers(pid_file: Path) -> int:
+    """Stop the process groups a previous run left running (it was killed); how many."""
+    try:
+        entries = json.loads(pid_file.read_text())
+    except (FileNotFoundError, ValueError):
+        return 0
+    left = [proc for entry in entries if (proc := _still_running(entry)) is not None]
+    for proc in left:
+        log.warning("Stopping process %d, left running by an earlier run.", proc.pid)
+        _signal_group(proc.pid, signal.SIGTERM)
+    _, alive = psutil.wait_procs(left, timeout=10)
+    for proc in alive:
+        _signal_group(proc.pid, signal.SIGKILL)
+    pid_file.unlink(missing_ok=True)
+    return len(left)
+
+
+def _still_running(entry: dict) -> psutil.Process | None:
+    """The process of `entry` if it still runs (the same one: same start time)."""
+    try:
+        proc = psutil.Process(entry["pid"])
+        return proc if proc.create_time() == entry["created"] else None
+    except psutil.Error:
+        return None
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
 
 
 def fresh_log_dir(stack: Stack) -> None:
@@ -333,6 +388,7 @@ def shut_down(stack: Stack) -> None:
     for process in reversed(stack.processes):
         process.stop(timeout=STOP_TIMEOUT_S)
     stack.printer.finish()
+    stack.pid_file.unlink(missing_ok=True)
     if stack.processes:
         log.info("Everything this run started has stopped.")
 
@@ -376,6 +432,7 @@ def main(argv: list[str] | None = None) -> int:
     stack = Stack(var_dir=var_dir, preset=load_env_file(env_file))
     port = web_port()
     with exclusive(var_dir):
+        stop_leftovers(stack.pid_file)
         if problem := port_problem(port):
             log.error(problem)
             return 1

@@ -15,9 +15,11 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import psutil
 import pytest
 import redis
 
+from devtools import local_stack
 from devtools.servers import RedisServer, free_port, port_accepts
 from tests.conftest import ROOT, process_env
 from tests.polling import wait_for
@@ -220,3 +222,48 @@ def test_a_taken_port_is_named_and_nothing_is_started(launch, tmp_path):
         assert stack.proc.wait(timeout=60) == 1
     assert f"Port {stack.port} is already in use" in stack.text()
     assert not (tmp_path / "var" / "mongo").exists()
+
+
+def test_killed_outright_it_leaves_no_server_running(launch):
+    stack = launch()
+    stack.wait_ready()
+    ports = banner_ports(stack.text())
+    # What a closed terminal or an IDE's stop button does: SIGTERM, then SIGKILL 2 s later.
+    os.killpg(stack.proc.pid, signal.SIGTERM)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        stack.proc.wait(timeout=2)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(stack.proc.pid, signal.SIGKILL)
+    stack.proc.wait(timeout=10)
+    for pid in stack.children:
+        wait_for(lambda pid=pid: group_gone(pid), timeout=40)
+    assert not [port for port in ports if port_accepts(port)]
+
+
+def test_the_next_run_stops_what_a_killed_run_left_behind(tmp_path):
+    # Where no parent-death signal exists (macOS), the pid file is what is left to go by.
+    leftover = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    started = psutil.Process(leftover.pid).create_time()
+    pid_file = tmp_path / "local_stack.pids"
+    pid_file.write_text(json.dumps([{"pid": leftover.pid, "created": started}]))
+    try:
+        assert local_stack.stop_leftovers(pid_file) == 1
+        leftover.wait(timeout=15)
+        assert not psutil.pid_exists(leftover.pid)
+        assert not pid_file.exists()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            leftover.kill()
+
+
+def test_a_reused_pid_is_never_stopped(tmp_path):
+    bystander = subprocess.Popen(["sleep", "300"], start_new_session=True)
+    pid_file = tmp_path / "local_stack.pids"
+    # The same pid, but started at another time: not a process of ours.
+    pid_file.write_text(json.dumps([{"pid": bystander.pid, "created": 1.0}]))
+    try:
+        assert local_stack.stop_leftovers(pid_file) == 0
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
