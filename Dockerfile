@@ -22,7 +22,7 @@ RUN useradd --system --uid 10001 --no-create-home --shell /usr/sbin/nologin app
 COPY . .
 USER app
 
-# gunicorn.conf.py binds 0.0.0.0:$PORT (default 5000, as in settings.py).
+# gunicorn.conf.py binds 0.0.0.0:$PORT (default 5000, as in studychat/settings.py).
 EXPOSE 5000
 
 # slim has no curl: ask /healthz with Python's standard library; any error or non-2xx fails.

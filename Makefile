@@ -4,20 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint format bench fuzz clean
+.PHONY: run test test-fast lint format bench fuzz clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	$(BIN)/pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $(STAMP)
 
 ## Start Redis, SecantusDB and a dry-run model where .env names none, then web and worker.
 run: $(STAMP)
 	$(BIN)/python -m devtools.local_stack
 
-## Run the whole test suite against real servers.
+## Run the whole test suite against real servers; the slowest tests are listed at the end.
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
+
+## The unit tests only: no server is started.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m unit -q
 
 ## Simulated participants against web + worker on real servers; figures and chart in bench-results/.
 ## Options go through BENCH_ARGS, e.g. make bench BENCH_ARGS="--participants 100 --workers concurrent".
@@ -31,6 +36,7 @@ fuzz: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format .

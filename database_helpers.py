@@ -1,53 +1,20 @@
-"""MongoDB access: the client, the collections and the participant records."""
+"""MongoDB helpers for scripts of research teams, kept at their old import path.
 
-from __future__ import annotations
+They live in studychat.store.database.
+"""
 
-import logging
-from datetime import UTC, datetime
-from typing import Any
+from studychat.store.database import (
+    CHAT_LOG_COLLECTION,
+    DATA_COLLECTION,
+    has_participated,
+    make_mongo_client,
+    save_participant_record,
+)
 
-from pymongo import MongoClient
-from pymongo.database import Database
-from pymongo.errors import DuplicateKeyError
-
-logger = logging.getLogger(__name__)
-
-# One document per participant, keyed by participantId.
-DATA_COLLECTION = "data"
-# One document per chat job, keyed by job id (see chat_log.py).
-CHAT_LOG_COLLECTION = "chat_log"
-
-
-def make_mongo_client(url: str) -> MongoClient:
-    """A MongoClient that gives up within seconds when the server is unreachable."""
-    return MongoClient(
-        url,
-        serverSelectionTimeoutMS=3000,
-        connectTimeoutMS=3000,
-        socketTimeoutMS=10000,
-        tz_aware=True,
-        appname="study-chat-proxy",
-    )
-
-
-def save_participant_record(
-    db: Database, participant_id: str, messages: list, tasks: dict, condition: Any
-) -> bool:
-    """Store a participant's record once; False when one exists (it is never overwritten)."""
-    record = {
-        "_id": participant_id,
-        "messages": messages,
-        "tasks": tasks,
-        "condition": condition,
-        "savedAt": datetime.now(UTC),
-    }
-    try:
-        db[DATA_COLLECTION].insert_one(record)
-    except DuplicateKeyError:
-        return False
-    return True
-
-
-def has_participated(db: Database, participant_id: str) -> bool:
-    """Whether a record exists for this participant."""
-    return db[DATA_COLLECTION].count_documents({"_id": participant_id}, limit=1) > 0
+__all__ = [
+    "CHAT_LOG_COLLECTION",
+    "DATA_COLLECTION",
+    "has_participated",
+    "make_mongo_client",
+    "save_participant_record",
+]

@@ -16,7 +16,7 @@ import os
 import shutil
 import tempfile
 
-from logging_setup import ACCESS_FORMAT, gunicorn_logconfig
+from studychat.logging_setup import ACCESS_FORMAT, gunicorn_logconfig
 
 bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
 workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
@@ -39,7 +39,7 @@ access_log_format = ACCESS_FORMAT
 
 def on_starting(server):
     """Refuse to start while a required setting is missing, naming every one."""
-    from settings import check_settings_or_exit
+    from studychat.settings import check_settings_or_exit
 
     check_settings_or_exit()
     # Set here, in the master before any worker imports prometheus_client, never at import

@@ -40,7 +40,8 @@ make_venv() {
 }
 
 install_requirements() {
-    if [ -f "$STAMP" ] && [ "$STAMP" -nt requirements.txt ] && [ "$STAMP" -nt requirements-dev.txt ]; then
+    if [ -f "$STAMP" ] && [ "$STAMP" -nt requirements.txt ] && [ "$STAMP" -nt requirements-dev.txt ] \
+        && [ "$STAMP" -nt pyproject.toml ]; then
         return 0
     fi
     echo "Installing requirements-dev.txt into $VENV (first run: a minute or two)"
@@ -49,6 +50,7 @@ install_requirements() {
         echo "it needs Apple's command line tools (\`xcode-select --install\`)." >&2
         return 1
     fi
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps -e .
     touch "$STAMP"
 }
 

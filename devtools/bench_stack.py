@@ -26,14 +26,13 @@ import psutil
 import redis
 
 from devtools.servers import (
-    REPO_ROOT,
     FakeOpenAIServer,
     MongoServer,
     RedisServer,
     WebServer,
     WorkerProcess,
 )
-from settings import SETTINGS
+from studychat.settings import SETTINGS
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +68,6 @@ def child_env(settings: Mapping[str, str], overrides: Mapping[str, str]) -> dict
     """This process's environment without any study setting, plus `settings` and `overrides`."""
     names = {setting.name for setting in SETTINGS}
     env = {key: value for key, value in os.environ.items() if key not in names}
-    env["PYTHONPATH"] = str(REPO_ROOT)
     return {**env, **settings, **overrides}
 
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,15 +11,26 @@ from flask import Flask
 from flask.testing import FlaskClient
 from redis import Redis
 
-from app import create_app
 from devtools.servers import FakeOpenAIServer, MongoServer, RedisServer, WorkerProcess
-from services import close_services
-from settings import SETTINGS
-from task_queue import make_queue
+from studychat.factory import create_app
+from studychat.web.services import close_services
+from tests.support.stack import FRONTEND, PROLIFIC_CODE, process_env
+from tests.support.upstream import control
 
-ROOT = Path(__file__).resolve().parent.parent
-FRONTEND = "https://study.example.org"
-PROLIFIC_CODE = "C0DE1234"
+# A test that uses one of these talks to real servers: an integration test.
+SERVER_FIXTURES = frozenset(
+    {"server_dir", "redis_server", "mongo_server", "upstream_server", "own_redis", "tmp_servers"}
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark each test unit, integration or browser (`make test-fast` runs the unit ones)."""
+    for item in items:
+        if "browser" in item.path.parts:
+            item.add_marker(pytest.mark.browser)
+        elif item.get_closest_marker("integration") is None:
+            uses_servers = SERVER_FIXTURES & set(getattr(item, "fixturenames", ()))
+            item.add_marker(pytest.mark.integration if uses_servers else pytest.mark.unit)
 
 
 @pytest.fixture(scope="session")
@@ -73,14 +81,6 @@ def stack_env(redis_server, mongo_server, upstream_server) -> dict[str, str]:
     }
 
 
-def process_env(settings: dict[str, str]) -> dict[str, str]:
-    """The environment of a child process: this one's, minus any study setting, plus `settings`."""
-    names = {setting.name for setting in SETTINGS}
-    env = {key: value for key, value in os.environ.items() if key not in names}
-    env["PYTHONPATH"] = str(ROOT)
-    return {**env, **settings}
-
-
 @pytest.fixture(scope="session")
 def worker(stack_env, server_dir: Path) -> Iterator[WorkerProcess]:
     """The real worker process, `python worker.py`, as the Procfile runs it."""
@@ -94,40 +94,6 @@ def upstream(upstream_server: FakeOpenAIServer) -> Iterator[FakeOpenAIServer]:
     control(upstream_server, {"reset": True})
     yield upstream_server
     control(upstream_server, {"reset": True})
-
-
-def control(server: FakeOpenAIServer, payload: dict) -> dict:
-    """Send a control command to the fake upstream."""
-    url = server.base_url.removesuffix("/v1") + "/_control"
-    request = urllib.request.Request(
-        url, data=json.dumps(payload).encode(), headers={"Content-Type": "application/json"}
-    )
-    with urllib.request.urlopen(request, timeout=5) as answer:
-        return json.loads(answer.read() or b"{}")
-
-
-def upstream_requests(server: FakeOpenAIServer) -> list[dict]:
-    """Every completion request the upstream received since its last reset."""
-    url = server.base_url.removesuffix("/v1") + "/_requests"
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return json.loads(answer.read())["requests"]
-
-
-def upstream_stats(server: FakeOpenAIServer) -> dict:
-    """Counters of the upstream: completions received, in flight now, most ever in flight."""
-    url = server.base_url.removesuffix("/v1") + "/_stats"
-    with urllib.request.urlopen(url, timeout=5) as answer:
-        return json.loads(answer.read())
-
-
-def calls_in_flight(server: FakeOpenAIServer, connection: Redis) -> int:
-    """Jobs of the test's own queue that are running and whose model call the upstream got.
-
-    Counted on the test's own Redis, and from requests received since the upstream's
-    reset, so that slow answers still owed to earlier tests' dead clients do not count.
-    """
-    started = make_queue(connection).started_job_registry.count
-    return min(started, upstream_stats(server)["completions"])
 
 
 @pytest.fixture()

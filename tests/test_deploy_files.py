@@ -26,10 +26,13 @@ import jsonschema
 import pytest
 import yaml
 
-from settings import SETTINGS, Setting
+from studychat.settings import SETTINGS, Setting
+
+# It starts real servers or processes.
+pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parent.parent
-SCHEMAS = Path(__file__).resolve().parent / "deploy_schemas"
+SCHEMAS = Path(__file__).resolve().parent / "support" / "deploy_schemas"
 BY_NAME = {setting.name: setting for setting in SETTINGS}
 GRACE_S = float(BY_NAME["WORKER_SHUTDOWN_GRACE_S"].default)
 

@@ -10,8 +10,8 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from devtools.servers import WebServer
-from tests.chat_helpers import start_chats
-from tests.conftest import process_env
+from tests.support.chat_helpers import start_chats
+from tests.support.stack import process_env
 
 pytestmark = pytest.mark.timeout(180)
 

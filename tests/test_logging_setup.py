@@ -13,9 +13,9 @@ import pytest
 from flask import Flask
 
 from devtools.servers import WebServer
-from logging_setup import ACCESS_FORMAT, ContextFilter, JsonFormatter, gunicorn_logconfig
-from tests.conftest import process_env
-from tests.polling import wait_for
+from studychat.logging_setup import ACCESS_FORMAT, ContextFilter, JsonFormatter, gunicorn_logconfig
+from tests.support.polling import wait_for
+from tests.support.stack import process_env
 
 pytestmark = pytest.mark.timeout(120)
 

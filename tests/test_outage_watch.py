@@ -7,7 +7,7 @@ import threading
 
 import redis
 
-from outage_watch import Backoff, Outage
+from studychat.outage_watch import Backoff, Outage
 
 
 def test_backoff_doubles_up_to_its_cap_and_starts_again_after_a_reset():

@@ -8,12 +8,12 @@ import uuid
 import pytest
 from pymongo import MongoClient
 
-from app import create_app
 from devtools.servers import MongoServer
-from services import close_services
-from tests.chat_helpers import start_chats
-from tests.conftest import calls_in_flight, control
-from tests.polling import poll_answer, wait_for
+from studychat.factory import create_app
+from studychat.web.services import close_services
+from tests.support.chat_helpers import start_chats
+from tests.support.polling import poll_answer, wait_for
+from tests.support.upstream import calls_in_flight, control
 
 pytestmark = pytest.mark.timeout(180)
 

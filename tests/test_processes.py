@@ -13,9 +13,12 @@ from pathlib import Path
 import pytest
 
 from devtools.servers import WebServer, free_port
-from settings import SETTINGS
-from tests.conftest import FRONTEND, ROOT, process_env
-from tests.polling import wait_for
+from studychat.settings import SETTINGS
+from tests.support.polling import wait_for
+from tests.support.stack import FRONTEND, ROOT, process_env
+
+# It starts real servers or processes.
+pytestmark = pytest.mark.integration
 
 REQUIRED = [s.name for s in SETTINGS if s.required]
 

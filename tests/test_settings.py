@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from exceptions import MissingSettings, SettingError
-from settings import SETTINGS, load_settings, prolific_url
+from studychat.exceptions import MissingSettings, SettingError
+from studychat.settings import SETTINGS, load_settings, prolific_url
 
 ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
 REQUIRED = [s.name for s in SETTINGS if s.required]

@@ -1,0 +1,1 @@
+"""The chat domain, without Flask: the queue, the job, the model client, answers, budgets."""

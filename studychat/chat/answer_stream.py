@@ -1,0 +1,109 @@
+"""The pieces of an answer as the model writes them, and the signal that a job ended.
+
+The worker appends each piece of text to a Redis stream per job, then an end marker
+in the same transaction that stores the answer. The web relays the stream as
+server-sent events (stream_routes.py); a late joiner reads it from the start, and
+a long poll (/check_response with "wait") watches the end marker alone.
+
+Readers poll with short non-blocking reads rather than blocking ones: a blocked read
+would hold one Redis connection per open stream, and hosted Redis plans allow only
+a few dozen clients.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from redis import Redis
+from redis.client import Pipeline
+
+PIECES_PREFIX = "chat:pieces:"
+ENDED_PREFIX = "chat:ended:"
+# Pieces are kept long enough to replay to a participant who reconnects; after that the
+# whole answer is still in the job's outcome.
+PIECES_TTL_S = 3600
+# Pieces are coalesced for this long before being published: fewer round trips, and
+# still far below what a reader notices.
+FLUSH_EVERY_S = 0.05
+# How often a waiting reader looks again.
+POLL_EVERY_S = 0.2
+PIECE = b"d"
+END = b"end"
+
+
+def pieces_key(job_id: str) -> str:
+    """The Redis stream holding a job's pieces."""
+    return PIECES_PREFIX + job_id
+
+
+def ended_key(job_id: str) -> str:
+    """The Redis stream that receives one entry when a job ends."""
+    return ENDED_PREFIX + job_id
+
+
+class PiecePublisher:
+    """Publishes a job's pieces of text, coalesced, as the model streams them."""
+
+    def __init__(self, connection: Redis, job_id: str) -> None:
+        self.connection = connection
+        self.key = pieces_key(job_id)
+        self.buffer: list[str] = []
+        self.last_flush = time.monotonic()
+
+    def add(self, text: str) -> None:
+        """Take one piece; publish what has gathered when it is time."""
+        self.buffer.append(text)
+        if time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Publish what has gathered."""
+        if not self.buffer:
+            return
+        with self.connection.pipeline(transaction=False) as pipeline:
+            pipeline.xadd(self.key, {PIECE: "".join(self.buffer)})
+            pipeline.expire(self.key, PIECES_TTL_S)
+            pipeline.execute()
+        self.buffer.clear()
+        self.last_flush = time.monotonic()
+
+
+def mark_ended(pipeline: Pipeline, job_id: str, ttl: int) -> None:
+    """Signal, on `pipeline`, that the job's outcome is stored."""
+    pipeline.xadd(pieces_key(job_id), {END: "1"})
+    pipeline.expire(pieces_key(job_id), PIECES_TTL_S)
+    pipeline.xadd(ended_key(job_id), {END: "1"})
+    pipeline.expire(ended_key(job_id), ttl)
+
+
+def wait_until_ended(connection: Redis, job_id: str, seconds: float) -> bool:
+    """Wait up to `seconds` until the job ends; whether it has."""
+    deadline = time.monotonic() + seconds
+    while not connection.exists(ended_key(job_id)):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(POLL_EVERY_S, max(deadline - time.monotonic(), 0)))
+    return True
+
+
+def read_pieces(
+    connection: Redis, job_id: str, after: str, wait_s: float
+) -> list[tuple[str, str | None]]:
+    """Entries after id `after`, waiting up to `wait_s` for the first one.
+
+    Each is (entry id, text), with text None for the end marker.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        answer: Any = connection.xread({pieces_key(job_id): after}, count=500)
+        if answer or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_EVERY_S)
+    entries = answer[0][1] if answer else []
+    return [(entry_id.decode(), _text(fields)) for entry_id, fields in entries]
+
+
+def _text(fields: dict[bytes, bytes]) -> str | None:
+    text = fields.get(PIECE)
+    return text.decode() if text is not None else None

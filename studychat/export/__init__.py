@@ -1,0 +1,1 @@
+"""The researcher's export: `flask --app app export` as JSON lines or tidy CSV."""

@@ -1,0 +1,175 @@
+"""Rows of the CSV exports: tidy tables that pandas and R read as they are.
+
+`data` becomes two tables joined on `participantId`:
+- messages, long format: one row per message (participantId, condition, savedAt,
+  turn, role, content);
+- participants, wide format: one row per participant with one column per task
+  answer, nested answers flattened to dotted names (`tasks.q1`, `tasks.block.a`).
+Keeping the task answers out of the message rows keeps both tables tidy: one
+observation per row, nothing repeated on every message.
+
+`chat_log` becomes one row per chat job.
+
+Cells: null is empty; booleans `TRUE`/`FALSE` (the spelling both R's read.csv and
+pandas take for logicals); numbers as Python writes them (NaN, Inf, -Inf for the
+specials, which pandas and R both read as numbers); dates ISO 8601 UTC
+with milliseconds (`2024-05-01T12:00:00.500Z`); any object or array (a condition,
+a multi-part message content, a list answer) as compact JSON text.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from bson import DatetimeMS, ObjectId
+
+from studychat.export.extended_json import datetime_to_ms, dumps, iso_date_ms
+
+logger = logging.getLogger(__name__)
+
+MESSAGE_COLUMNS = ["participantId", "condition", "savedAt", "turn", "role", "content"]
+PARTICIPANT_COLUMNS = ["participantId", "condition", "savedAt"]
+CHAT_LOG_COLUMNS = [
+    "jobId",
+    "participantId",
+    "status",
+    "model",
+    "promptTokens",
+    "completionTokens",
+    "totalTokens",
+    "attempts",
+    "queuedAt",
+    "startedAt",
+    "endedAt",
+    "lastUserMessage",
+    "reply",
+    "error",
+]
+TASKS_PREFIX = "tasks"
+
+
+def cell(value: Any) -> str:
+    """One value as CSV cell text (see the module docstring for the rules)."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if isinstance(value, str):
+        return value
+    if isinstance(value, int):
+        return str(int(value))
+    if isinstance(value, float):
+        return _float_cell(value)
+    if isinstance(value, DatetimeMS | datetime):
+        return _date_cell(value)
+    if isinstance(value, ObjectId):
+        return str(value)
+    return dumps(value)
+
+
+def _float_cell(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "Inf" if value > 0 else "-Inf"
+    return repr(value)
+
+
+def _date_cell(value: DatetimeMS | datetime) -> str:
+    millis = int(value) if isinstance(value, DatetimeMS) else datetime_to_ms(value)
+    try:
+        return iso_date_ms(millis, trim=False)
+    except OverflowError:  # beyond Python's years 1..9999: keep the exact milliseconds
+        return str(millis)
+
+
+def message_rows(record: Mapping[str, Any]) -> Iterator[list[str]]:
+    """The message rows of one participant record, `turn` counting from 1."""
+    head = [cell(record.get("_id")), cell(record.get("condition")), cell(record.get("savedAt"))]
+    messages = record.get("messages")
+    for turn, message in enumerate(messages if isinstance(messages, list) else [], start=1):
+        if isinstance(message, Mapping):
+            role, content = message.get("role"), message.get("content")
+        else:
+            role, content = None, message
+        yield [*head, str(turn), cell(role), cell(content)]
+
+
+def flatten_tasks(tasks: Any) -> dict[str, Any]:
+    """Task answers by dotted column name: {"a": {"b": 1}} gives {"tasks.a.b": 1}."""
+    if not isinstance(tasks, Mapping):
+        return {} if tasks is None else {TASKS_PREFIX: tasks}
+    flat: dict[str, Any] = {}
+    for key, value in tasks.items():
+        _flatten_into(flat, f"{TASKS_PREFIX}.{key}", value)
+    return flat
+
+
+def _flatten_into(flat: dict[str, Any], name: str, value: Any) -> None:
+    if isinstance(value, Mapping) and value:
+        for key, item in value.items():
+            _flatten_into(flat, f"{name}.{key}", item)
+    else:
+        flat[name] = value
+
+
+def participant_row(record: Mapping[str, Any], task_columns: list[str]) -> list[str]:
+    """One participant's row: id, condition, savedAt, then each task column (empty if absent)."""
+    answers = flatten_tasks(record.get("tasks"))
+    head = [cell(record.get("_id")), cell(record.get("condition")), cell(record.get("savedAt"))]
+    return head + [cell(answers.get(name)) for name in task_columns]
+
+
+def chat_log_row(entry: Mapping[str, Any]) -> list[str]:
+    """One chat job's row; model and usage from the entry, else from the model's response."""
+    response = entry.get("response")
+    response = response if isinstance(response, Mapping) else {}
+    usage = entry.get("usage") or response.get("usage")
+    usage = usage if isinstance(usage, Mapping) else {}
+    values = [
+        entry.get("_id"),
+        entry.get("participantId"),
+        entry.get("status"),
+        entry.get("model") or response.get("model"),
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        usage.get("total_tokens"),
+        entry.get("attempts"),
+        entry.get("queuedAt"),
+        entry.get("startedAt"),
+        entry.get("endedAt"),
+        last_user_message(entry.get("messages")),
+        reply_text(response),
+        entry.get("error"),
+    ]
+    return [cell(value) for value in values]
+
+
+def last_user_message(messages: Any) -> Any:
+    """The content of the last message whose role is "user", or None."""
+    if not isinstance(messages, list):
+        return None
+    for message in reversed(messages):
+        if isinstance(message, Mapping) and message.get("role") == "user":
+            return message.get("content")
+    return None
+
+
+def reply_text(response: Mapping[str, Any]) -> Any:
+    """The model's reply in an OpenAI chat completion (first choice), or None."""
+    choices = response.get("choices")
+    if not isinstance(choices, list) or not choices or not isinstance(choices[0], Mapping):
+        return None
+    message = choices[0].get("message")
+    return message.get("content") if isinstance(message, Mapping) else None
+
+
+def tasks_path(messages_path: Path) -> Path:
+    """Where the participants table goes beside `messages_path`: data.csv → data-tasks.csv."""
+    stem = messages_path.name.removesuffix(".csv")
+    return messages_path.with_name(f"{stem}-tasks.csv")

@@ -1,0 +1,58 @@
+"""The app factory: `create_app(config)` builds the Flask app (gunicorn serves `app:app`)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask
+from flask_cors import CORS
+
+from studychat.export import cli as export_cli
+from studychat.settings import load_settings
+from studychat.web import openapi
+from studychat.web.admin import pages as admin_pages
+from studychat.web.admin import routes as admin_routes
+from studychat.web.admin.auth import install_admin_guard
+from studychat.web.admin.dashboard import mount_rq_dashboard
+from studychat.web.errors import register_error_handlers
+from studychat.web.rate_limits import RATE_LIMIT_HEADERS, init_rate_limits, trust_proxies
+from studychat.web.request_ids import install_request_ids
+from studychat.web.request_metrics import install_request_metrics
+from studychat.web.routes import chat, health, metrics, records, stream
+from studychat.web.routes.demo import register_demo_page
+from studychat.web.security_headers import install_security_headers
+from studychat.web.services import init_services
+
+logger = logging.getLogger(__name__)
+
+
+def create_app(config: Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from the environment, with `config` overriding it (tests pass all)."""
+    settings = load_settings({**os.environ, **(config or {})})
+    app = Flask("studychat")  # its templates and static files are in the package
+    app.config.from_mapping(settings)
+    install_request_ids(app)  # first, so that every log line of a request carries its id
+    install_request_metrics(app)
+    made = init_services(app, settings)
+    trust_proxies(app, settings["PROXY_FIX_X_FOR"])
+    # A frontend on another origin may read when to retry after a 429.
+    CORS(app, origins=settings["FRONTEND_URL"], expose_headers=RATE_LIMIT_HEADERS)
+    register_error_handlers(app)
+    install_security_headers(app)
+    install_admin_guard(app)
+    app.register_blueprint(chat.bp)
+    app.register_blueprint(records.bp)
+    app.register_blueprint(admin_routes.bp)
+    app.register_blueprint(admin_pages.bp)
+    mount_rq_dashboard(app, settings)
+    app.register_blueprint(metrics.bp)
+    app.register_blueprint(openapi.bp)
+    register_demo_page(app)  # GET / only where DEMO_PAGE is true
+    init_rate_limits(app, settings, made.redis)
+    app.register_blueprint(health.bp)
+    app.register_blueprint(stream.bp)
+    app.cli.add_command(export_cli.export_command)
+    return app

@@ -1,0 +1,1 @@
+"""MongoDB: participant records (`data`) and chat transcripts (`chat_log`)."""

@@ -1,0 +1,172 @@
+"""The transcript of every chat job, shipped from Redis to MongoDB's `chat_log`.
+
+A job adds its log entry to a Redis stream in the same transaction that stores its
+answer, so the answer never waits on MongoDB and no entry is lost while MongoDB is
+down. A shipper thread in each worker process reads the stream as a consumer
+group, upserts entries by job id (so a retried write cannot duplicate them), and
+acknowledges them only once MongoDB has them; entries a dead worker had claimed
+are taken over after a short idle time.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from pymongo import ReplaceOne
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
+from rq.job import Job
+
+from studychat import outage_watch
+from studychat.outage_watch import Backoff
+from studychat.store.database import CHAT_LOG_COLLECTION
+
+logger = logging.getLogger(__name__)
+
+STREAM = "chat_log:pending"
+GROUP = "chat_log_shippers"
+DATE_FIELDS = ("queuedAt", "startedAt", "endedAt")
+BATCH = 200
+# Entries another shipper claimed but did not acknowledge for this long are taken over.
+CLAIM_IDLE_MS = 30_000
+# How often a shipper looks for such entries.
+CLAIM_EVERY_S = 5.0
+
+
+def entry_for(job: Job, status: str, response: dict | None, **details: Any) -> dict[str, Any]:
+    """The log document of one finished or failed chat job."""
+    return {
+        "_id": job.id,
+        "participantId": job.kwargs.get("participant_id"),
+        "messages": job.kwargs.get("messages"),
+        "status": status,
+        "response": response,
+        "queuedAt": _iso(job.enqueued_at),
+        "startedAt": _iso(job.started_at),
+        **details,
+    }
+
+
+def _report(error: Exception) -> None:
+    """An outage is said once by the server's Outage; anything else is logged in full."""
+    if isinstance(error, redis.RedisError):
+        outage_watch.REDIS.failed(error, "shipping transcripts")
+    elif isinstance(error, PyMongoError):
+        outage_watch.MONGODB.failed(error, "shipping transcripts")
+    else:
+        logger.exception("chat log shipping failed; will retry")
+
+
+def utcnow_iso() -> str:
+    """The current UTC time as ISO 8601."""
+    return datetime.now(UTC).isoformat()
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.isoformat() if moment else None
+
+
+def add_entry(pipeline: redis.client.Pipeline, entry: dict[str, Any]) -> None:
+    """Queue `entry` for MongoDB on `pipeline` (executed with the job's answer)."""
+    pipeline.xadd(STREAM, {"doc": json.dumps(entry, default=str)})
+
+
+def to_document(raw: bytes | str) -> dict[str, Any]:
+    """A stream entry as the MongoDB document, with its times as datetimes."""
+    document = json.loads(raw)
+    for field in DATE_FIELDS:
+        if document.get(field):
+            document[field] = datetime.fromisoformat(document[field])
+    return document
+
+
+class ChatLogShipper(threading.Thread):
+    """Moves log entries from the Redis stream into MongoDB, at least once, idempotently."""
+
+    def __init__(
+        self,
+        connection: redis.Redis,
+        db: Database,
+        consumer: str,
+        claim_idle_ms: int = CLAIM_IDLE_MS,
+    ) -> None:
+        super().__init__(name="chat-log-shipper", daemon=True)
+        self.connection = connection
+        self.claim_idle_ms = claim_idle_ms
+        self.collection = db[CHAT_LOG_COLLECTION]
+        self.consumer = consumer
+        self.stopping = threading.Event()
+        self._last_claim = -CLAIM_EVERY_S
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop after the current batch."""
+        self.stopping.set()
+        self.join(timeout)
+
+    def run(self) -> None:
+        """Ship until stopped, backing off while Redis or MongoDB is unavailable."""
+        group_ready = False
+        backoff = Backoff(first=1.0, cap=30.0)
+        while not self.stopping.is_set():
+            try:
+                # Created once, and again after an error (a Redis that lost its data).
+                group_ready = group_ready or self._ensure_group()
+                if self.ship_once(block_ms=1000):
+                    outage_watch.MONGODB.succeeded()
+                outage_watch.REDIS.succeeded()
+                backoff.reset()
+            except Exception as error:
+                group_ready = False
+                _report(error)
+                self.stopping.wait(backoff.next_delay())
+
+    def _ensure_group(self) -> bool:
+        try:
+            self.connection.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+        except redis.ResponseError as error:
+            if "BUSYGROUP" not in str(error):
+                raise
+        return True
+
+    def ship_once(self, block_ms: int | None = None) -> int:
+        """Ship one batch: this consumer's unacknowledged entries, stale ones, then new ones."""
+        entries = self._read("0") or self._claim_stale_now_and_then() or self._read(">", block_ms)
+        if entries:
+            self._write(entries)
+        return len(entries)
+
+    def _read(self, start: str, block_ms: int | None = None) -> list[tuple[bytes, dict]]:
+        answer: Any = self.connection.xreadgroup(
+            GROUP, self.consumer, {STREAM: start}, count=BATCH, block=block_ms
+        )
+        return [entry for entry in (answer[0][1] if answer else []) if entry[1]]
+
+    def _claim_stale_now_and_then(self) -> list[tuple[bytes, dict]]:
+        """Stale entries of dead shippers, looked for at most every few seconds."""
+        if time.monotonic() - self._last_claim < CLAIM_EVERY_S:
+            return []
+        self._last_claim = time.monotonic()
+        return self._claim_stale()
+
+    def _claim_stale(self) -> list[tuple[bytes, dict]]:
+        claimed = self.connection.xautoclaim(
+            STREAM, GROUP, self.consumer, min_idle_time=self.claim_idle_ms, count=BATCH
+        )
+        return [entry for entry in claimed[1] if entry[1]]
+
+    def _write(self, entries: list[tuple[bytes, dict]]) -> None:
+        documents = [to_document(fields[b"doc"]) for _, fields in entries]
+        writes = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
+        self.collection.bulk_write(writes, ordered=False)
+        ids = [entry_id for entry_id, _ in entries]
+        with self.connection.pipeline() as pipeline:
+            pipeline.xack(STREAM, GROUP, *ids)
+            pipeline.xdel(STREAM, *ids)
+            pipeline.execute()
+        logger.debug("shipped %d chat log entries", len(ids))

@@ -1,0 +1,53 @@
+"""MongoDB access: the client, the collections and the participant records."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import MongoClient
+from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError
+
+logger = logging.getLogger(__name__)
+
+# One document per participant, keyed by participantId.
+DATA_COLLECTION = "data"
+# One document per chat job, keyed by job id (see chat_log.py).
+CHAT_LOG_COLLECTION = "chat_log"
+
+
+def make_mongo_client(url: str) -> MongoClient:
+    """A MongoClient that gives up within seconds when the server is unreachable."""
+    return MongoClient(
+        url,
+        serverSelectionTimeoutMS=3000,
+        connectTimeoutMS=3000,
+        socketTimeoutMS=10000,
+        tz_aware=True,
+        appname="study-chat-proxy",
+    )
+
+
+def save_participant_record(
+    db: Database, participant_id: str, messages: list, tasks: dict, condition: Any
+) -> bool:
+    """Store a participant's record once; False when one exists (it is never overwritten)."""
+    record = {
+        "_id": participant_id,
+        "messages": messages,
+        "tasks": tasks,
+        "condition": condition,
+        "savedAt": datetime.now(UTC),
+    }
+    try:
+        db[DATA_COLLECTION].insert_one(record)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+def has_participated(db: Database, participant_id: str) -> bool:
+    """Whether a record exists for this participant."""
+    return db[DATA_COLLECTION].count_documents({"_id": participant_id}, limit=1) > 0

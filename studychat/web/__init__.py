@@ -1,0 +1,1 @@
+"""The web process: routes, request and response schemas, errors, request hooks, admin."""

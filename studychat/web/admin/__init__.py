@@ -1,0 +1,1 @@
+"""The admin surface under /admin: token guard, live study page, budget, rq-dashboard."""

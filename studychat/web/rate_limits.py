@@ -1,0 +1,103 @@
+"""Rate limit of POST /chat (CHAT_RATE_LIMIT), counted in the Redis all web processes share.
+
+The client is the participantId when the body names one, else the client's IP address as
+the proxy in front reports it (werkzeug's ProxyFix trusts PROXY_FIX_X_FOR hops of
+X-Forwarded-For, so a client cannot forge its address by sending that header itself).
+
+When Redis is down the limiter's error is not swallowed: /chat answers 503 like every
+other Redis outage. Failing open would admit nothing anyway, since a chat turn cannot be
+queued without Redis, and failing closed means a half-broken Redis never lifts the limit.
+Routes without a limit never touch the limiter's storage, so /save and
+/check_participation keep working through a Redis outage.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from flask import Flask, Response, request
+from flask_limiter import Limiter, RateLimitExceeded
+from redis import Redis
+from werkzeug.middleware.proxy_fix import ProxyFix
+
+from studychat.exceptions import BadRequest
+from studychat.web.errors import error_response
+from studychat.web.schemas import is_unicode, json_body
+
+logger = logging.getLogger(__name__)
+
+# Prefix of the limiter's Redis keys (the `limits` library adds its own "LIMITS:").
+KEY_PREFIX = "ratelimit"
+CHAT_ENDPOINT = "chat.chat"
+# Headers of a limited answer that a browser on another origin may read (CORS).
+RATE_LIMIT_HEADERS = [
+    "Retry-After",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+]
+MAX_KEYED_ID = 200
+
+
+def client_key() -> str:
+    """Who a request counts against: its participantId when well-formed, else its IP."""
+    try:
+        body = json_body()
+    except BadRequest:  # a body too deep to parse: the route itself answers 400
+        body = None
+    participant_id = body.get("participantId") if isinstance(body, dict) else None
+    keyed = isinstance(participant_id, str) and 0 < len(participant_id) <= MAX_KEYED_ID
+    if keyed and is_unicode(str(participant_id)):
+        return f"participant:{participant_id}"
+    return "ip:" + (request.remote_addr or "unknown")
+
+
+def trust_proxies(app: Flask, hops: int) -> None:
+    """Take the client address from the last `hops` X-Forwarded-For entries (0: none)."""
+    if hops > 0:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
+
+
+def init_rate_limits(app: Flask, settings: Mapping[str, Any], connection: Redis) -> None:
+    """Limit the chat route to CHAT_RATE_LIMIT per client, with JSON 429 answers."""
+    app.register_error_handler(RateLimitExceeded, handle_rate_limited)
+    limit = settings["CHAT_RATE_LIMIT"]
+    if not limit:
+        return
+    # Registered before the limiter's own hook, so it runs after it (Flask runs them reversed).
+    app.after_request(drop_retry_after_unless_refused)
+    limiter = Limiter(
+        key_func=client_key,
+        app=app,
+        storage_uri=settings["REDIS_URL"],
+        # The app's own pool: the same timeouts and TLS settings as every other Redis call.
+        # (limits takes any redis-py option; flask-limiter's annotation names str and int only)
+        storage_options={"connection_pool": connection.connection_pool},  # type: ignore[dict-item]
+        strategy="moving-window",
+        headers_enabled=True,
+        key_prefix=KEY_PREFIX,
+    )
+    limited = limiter.limit(limit)(app.view_functions[CHAT_ENDPOINT])
+    app.view_functions[CHAT_ENDPOINT] = limited  # type: ignore[assignment]
+    # The decorator checks /chat's limit itself. The limiter's app-wide before_request
+    # hook would only look for limits on every other request, polls included, and a
+    # poll's CPU is what caps how many participants the web serves.
+    app.before_request_funcs[None].remove(limiter._check_request_limit)
+
+
+def drop_retry_after_unless_refused(response: Response) -> Response:
+    """Keep Retry-After on 429 only: flask-limiter adds it to every limited answer."""
+    if response.status_code != 429:
+        response.headers.pop("Retry-After", None)
+    return response
+
+
+def handle_rate_limited(error: RateLimitExceeded):
+    """429 naming the limit; flask-limiter adds Retry-After and X-RateLimit-* headers."""
+    return error_response(
+        429,
+        f"Too many chat requests: at most {error.limit.limit} for each participant; "
+        "see the Retry-After header for when to try again.",
+    )

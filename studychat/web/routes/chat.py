@@ -1,0 +1,60 @@
+"""Routes of a chat turn: POST /chat queues it, POST /check_response answers for it."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify
+
+from studychat.chat.answer_stream import wait_until_ended
+from studychat.chat.budgets import PARTICIPANT, STUDY, admit_chat
+from studychat.chat.outcomes import FAILED_STATUSES, read_state
+from studychat.chat.task_queue import enqueue_chat, new_job_id
+from studychat.web.errors import error_response
+from studychat.web.schemas import ChatRequest, CheckResponseRequest, parse_body
+from studychat.web.services import services
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("chat", __name__)
+
+UNKNOWN_JOB = "No chat job with this jobId exists; it may have expired."
+FAILED_JOB = "The model call for this job failed."
+BUDGET_SPENT = {
+    PARTICIPANT: "This participant's token budget is spent; no more chat turns can be started.",
+    STUDY: "The study's token budget is spent; no more chat turns can be started.",
+}
+
+
+@bp.post("/chat")
+def chat():
+    """Queue one chat turn; answer at once with the job id."""
+    body = parse_body(ChatRequest)
+    messages = [message.model_dump(exclude_none=True) for message in body.messages]
+    made = services()
+    job_id = new_job_id()
+    # Checked and held atomically before anything is queued: no upstream call over budget.
+    spent = admit_chat(made.redis, job_id, body.participantId, messages, made.settings)
+    if spent:
+        return error_response(429, BUDGET_SPENT[spent])
+    enqueue_chat(
+        made.queue, messages, body.participantId, made.settings, job_id=job_id, stream=body.stream
+    )
+    return jsonify(jobId=job_id), 202
+
+
+@bp.post("/check_response")
+def check_response():
+    """Say whether the answer is ready, and give it when it is."""
+    body = parse_body(CheckResponseRequest)
+    connection = services().redis
+    state = read_state(connection, body.jobId)
+    if not state.over and wait_until_ended(connection, body.jobId, body.wait):
+        state = read_state(connection, body.jobId)
+    if state.body is not None:
+        return Response(state.body, status=state.status_code, mimetype="application/json")
+    if state.rq_status is None:
+        return error_response(404, UNKNOWN_JOB)
+    if state.rq_status in FAILED_STATUSES:
+        return error_response(502, FAILED_JOB)
+    return jsonify(processing=True)

@@ -1,0 +1,42 @@
+"""Routes of the study's records: POST /save and POST /check_participation."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Blueprint, Response, jsonify
+
+from studychat.settings import prolific_url
+from studychat.store.database import has_participated, save_participant_record
+from studychat.web.schemas import CheckParticipationRequest, SaveRequest, parse_body
+from studychat.web.services import services
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("study", __name__)
+
+
+@bp.post("/save")
+def save():
+    """Store the participant's record once and hand back the completion code."""
+    body = parse_body(SaveRequest)
+    made = services()
+    created = save_participant_record(
+        made.db, body.participantId, body.messages, body.tasks, body.condition
+    )
+    if not created:
+        # Existing frontends read 304 as "already saved"; the record is never overwritten.
+        return Response(status=304)
+    settings = made.settings
+    return jsonify(
+        message="OK", prolificCode=settings["PROLIFIC_CODE"], prolificUrl=prolific_url(settings)
+    ), 201
+
+
+@bp.post("/check_participation")
+def check_participation():
+    """302 with `participated: true` when a record exists, 204 when not (frontends read these)."""
+    body = parse_body(CheckParticipationRequest)
+    if has_participated(services().db, body.id):
+        return jsonify(participated=True), 302
+    return Response(status=204)

@@ -1,0 +1,129 @@
+"""GET /stream/<jobId>: an answer as server-sent events, piece by piece as the model writes.
+
+Events: `delta` with {"content": piece} for each piece, then one `done` whose data
+is the object /check_response returns as "response", or one `error` with
+{"error": sentence}. A job that was not streamed arrives as one delta with the
+whole text. Each delta carries an id, so a browser's EventSource that reconnects
+resumes where it stopped (Last-Event-ID).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Iterator
+
+from flask import Blueprint, Response, request, stream_with_context
+from redis import Redis
+
+from studychat.chat.answer_stream import read_pieces
+from studychat.chat.outcomes import JobState, read_state
+from studychat.web.errors import error_response
+from studychat.web.schemas import JOB_ID_PATTERN
+from studychat.web.services import services
+
+logger = logging.getLogger(__name__)
+
+bp = Blueprint("stream", __name__)
+
+# Seconds between keep-alive comments while a job waits in the queue; they also let the
+# server notice a participant who closed the page.
+KEEPALIVE_S = 10
+STREAM_ID = re.compile(r"^\d+-\d+$")
+UNKNOWN_ID = "The jobId in the URL is not one this service issues."
+# One event as an SSE parser reads it; `data` is JSON text.
+SSE_EVENT = {
+    "type": "object",
+    "properties": {
+        "event": {"enum": ["delta", "done", "error"]},
+        "data": {"type": "string"},
+        "id": {"type": "string"},
+    },
+}
+# This route in the OpenAPI document (openapi.py collects it).
+OPENAPI_PATHS = {
+    "/stream/{job_id}": {
+        "get": {
+            "summary": "A job's answer as server-sent events: delta, then done or error.",
+            "tags": ["chat"],
+            "parameters": [
+                {
+                    "name": "job_id",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+                },
+                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "The events.",
+                    "content": {"text/event-stream": {"schema": SSE_EVENT}},
+                },
+                "400": {"description": "The jobId is not one this service issues."},
+                "404": {"description": "No such job, or it expired."},
+                "503": {"description": "Redis cannot be reached right now."},
+            },
+        }
+    }
+}
+
+
+@bp.get("/stream/<job_id>")
+def stream(job_id: str):
+    """Relay a job's answer as text/event-stream."""
+    if not re.match(JOB_ID_PATTERN, job_id):
+        return error_response(400, UNKNOWN_ID)
+    connection = services().redis
+    state = read_state(connection, job_id)
+    if state.rq_status is None and state.body is None:
+        return error_response(404, "No chat job with this jobId exists; it may have expired.")
+    after = request.headers.get("Last-Event-ID", "0")
+    events = relay(connection, job_id, after if STREAM_ID.match(after) else "0")
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return Response(stream_with_context(events), mimetype="text/event-stream", headers=headers)
+
+
+def relay(connection: Redis, job_id: str, after: str) -> Iterator[str]:
+    """The job's events: pieces as they come, then its outcome."""
+    # Sent at once, so the participant's browser knows the stream is open.
+    yield ": connected\n\n"
+    sent_text = after != "0"
+    while True:
+        entries = read_pieces(connection, job_id, after, wait_s=KEEPALIVE_S)
+        for entry_id, text in entries:
+            if text is None:
+                yield from final_events(read_state(connection, job_id), sent_text)
+                return
+            after, sent_text = entry_id, True
+            yield sse("delta", {"content": text}, event_id=entry_id)
+        if not entries:
+            state = read_state(connection, job_id)
+            if state.over:
+                yield from final_events(state, sent_text)
+                return
+            yield ": waiting for the model\n\n"
+
+
+def final_events(state: JobState, sent_text: bool) -> Iterator[str]:
+    """`done` (after the whole text as one delta if none was streamed), or `error`."""
+    if state.body is None or state.status_code != 200:
+        outcome = json.loads(state.body) if state.body else {}
+        yield sse("error", {"error": outcome.get("error", "The model call for this job failed.")})
+        return
+    response = json.loads(state.body)["response"]
+    if not sent_text:
+        yield sse("delta", {"content": _text_of(response)})
+    yield sse("done", response)
+
+
+def _text_of(response: dict) -> str:
+    choices = response.get("choices") or [{}]
+    return (choices[0].get("message") or {}).get("content") or ""
+
+
+def sse(event: str, data: object, event_id: str | None = None) -> str:
+    """One server-sent event."""
+    head = f"id: {event_id}\n" if event_id else ""
+    return f"{head}event: {event}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"

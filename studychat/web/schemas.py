@@ -1,0 +1,365 @@
+"""Declared request bodies of every route, and the one function that parses them.
+
+Each route's body is declared once here. The limits a deployment sets (MAX_MESSAGES,
+MAX_MESSAGE_CHARS, MAX_TOTAL_CHARS, MAX_IMAGE_BYTES) are written into bounded copies of
+these declarations (`bounded_models`), so validation and the OpenAPI document
+(openapi.py) state the same numbers. The two checks JSON Schema cannot express (all
+contents together, the decoded size of an image) read the same limits from the
+validation context.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import cache
+from typing import Annotated, Any, Literal, TypeVar
+
+from flask import current_app, request
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    WithJsonSchema,
+    create_model,
+    field_validator,
+)
+from pydantic_core import PydanticCustomError
+
+from studychat.exceptions import BadRequest
+
+Model = TypeVar("Model", bound=BaseModel)
+
+# RQ names a job `str(uuid4())` (rq.job.Job.id); /check_response accepts nothing else.
+JOB_ID_PATTERN = r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$"
+IMAGE_TYPES = ("png", "jpeg", "gif", "webp")
+IMAGE_PREFIX_PATTERN = r"^data:image/(png|jpeg|gif|webp);base64,"
+# The leading bytes of a PNG, JPEG, GIF or WebP file as they start its base64, in whole
+# base64 quanta: \x89PNG\r\n\x1a\n, \xff\xd8\xff, GIF87a or GIF89a, RIFF....WEBP.
+IMAGE_SIGNATURE_PATTERN = (
+    r"(?:iVBORw0KGg[o-r][A-Za-z0-9+/]|/9j/|R0lGOD[dl]h"
+    r"|UklGR[g-v][A-Za-z0-9+/]{4}[BFJNRVZdhlptx159]XRUJQ)"
+)
+# A known image in whole base64 quanta only, so that a matching string always decodes:
+# the document states all that the server checks of an image but its decoded size.
+IMAGE_PATTERN = (
+    IMAGE_PREFIX_PATTERN
+    + IMAGE_SIGNATURE_PATTERN
+    + r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+)
+LONGEST_IMAGE_PREFIX = len("data:image/jpeg;base64,")
+# Free-form JSON stored in MongoDB (/save) may nest this deep; BSON itself stops at 100.
+MAX_JSON_DEPTH = 32
+# Characters that would make a stored key look like a MongoDB operator or path, and the
+# look-alikes that replace them (MongoDB's own advice), so no participant data is lost.
+KEY_ESCAPES = {".": "\uff0e", "$": "\uff04"}
+# The integers BSON can store.
+INT64 = range(-(2**63), 2**63)
+
+# Longest long poll of /check_response: below the 30 s after which routers (Heroku) cut.
+MAX_WAIT_S = 25
+
+NonEmptyId = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+JobId = Annotated[StrictStr, Field(pattern=JOB_ID_PATTERN)]
+
+
+@dataclass(frozen=True)
+class RequestLimits:
+    """The deployment's bounds on a chat request (settings MAX_*)."""
+
+    max_messages: int
+    max_message_chars: int
+    max_total_chars: int
+    max_image_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Mapping[str, Any]) -> RequestLimits:
+        """The limits named in `settings`."""
+        return cls(
+            max_messages=settings["MAX_MESSAGES"],
+            max_message_chars=settings["MAX_MESSAGE_CHARS"],
+            max_total_chars=settings["MAX_TOTAL_CHARS"],
+            max_image_bytes=settings["MAX_IMAGE_BYTES"],
+        )
+
+
+def storable_json(value: Any, where: str = "", depth: int = 0) -> Any:
+    """`value` safe to store in MongoDB: keys escaped, nesting bounded, BSON-encodable."""
+    if depth > MAX_JSON_DEPTH:
+        raise PydanticCustomError(
+            "too_deep", "it nests deeper than {limit} levels", {"limit": MAX_JSON_DEPTH}
+        )
+    if isinstance(value, list):
+        return [storable_json(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
+    if isinstance(value, dict):
+        return {
+            escape_key(key, where): storable_json(item, f"{where}.{key}", depth + 1)
+            for key, item in value.items()
+        }
+    if isinstance(value, str) and not is_unicode(value):
+        raise PydanticCustomError("not_unicode", "text in it{at} is not valid Unicode", _at(where))
+    if isinstance(value, int) and not isinstance(value, bool) and value not in INT64:
+        raise PydanticCustomError(
+            "too_big", "a number in it{at} does not fit in 64 bits", _at(where)
+        )
+    return value
+
+
+def is_unicode(text: str) -> bool:
+    """Whether `text` encodes as UTF-8 (JSON escapes can smuggle in lone surrogates)."""
+    if text.isascii():
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _at(where: str) -> dict[str, str]:
+    return {"at": f" (at {where.lstrip('.')})" if where else ""}
+
+
+def escape_key(key: str, where: str) -> str:
+    """A key MongoDB stores as data, never reads as an operator ($) or a path (.)."""
+    if "\x00" in key or not is_unicode(key):
+        raise PydanticCustomError(
+            "bad_key", "a key in it{at} holds a NUL character or invalid Unicode", _at(where)
+        )
+    for character, look_alike in KEY_ESCAPES.items():
+        key = key.replace(character, look_alike)
+    return key
+
+
+STORABLE_JSON = "StorableJson"
+STORABLE_JSON_REF = {"$ref": f"#/components/schemas/{STORABLE_JSON}"}
+# Text with no lone surrogate (a JSON escape can smuggle one in; BSON stores UTF-8 only),
+# and keys with no NUL either. Written as escapes both Python's re and Rust's regex read
+# (tools built on jsonschema-rs refuse a pattern holding a surrogate itself).
+UNICODE_TEXT = r"^[\u0000-\uD7FF\uE000-\U0010FFFF]*$"
+KEY_TEXT = r"^[\u0001-\uD7FF\uE000-\U0010FFFF]*$"
+STORABLE_OBJECT = {
+    "type": "object",
+    "propertyNames": {"pattern": KEY_TEXT},
+    "additionalProperties": STORABLE_JSON_REF,
+}
+STORABLE_ARRAY = {"type": "array", "items": STORABLE_JSON_REF}
+
+
+def storable_json_schema() -> dict[str, Any]:
+    """JSON Schema of what storable_json accepts, but for its nesting limit."""
+    return {
+        "description": f"Any JSON MongoDB can store, nested at most {MAX_JSON_DEPTH} deep.",
+        "anyOf": [
+            {"type": "string", "pattern": UNICODE_TEXT},
+            {"type": "integer", "minimum": INT64.start, "maximum": INT64.stop - 1},
+            {"type": "number", "not": {"type": "integer"}},
+            {"type": "boolean"},
+            {"type": "null"},
+            STORABLE_ARRAY,
+            STORABLE_OBJECT,
+        ],
+    }
+
+
+# allOf: pydantic would try to resolve a bare $ref among its own definitions.
+StorableJson = Annotated[
+    Any, AfterValidator(storable_json), WithJsonSchema({"allOf": [STORABLE_JSON_REF]})
+]
+
+
+def image_bytes(data_url: str) -> int:
+    """Decoded size of a base64 data URL that matches IMAGE_PATTERN."""
+    payload = data_url.partition(",")[2]
+    return len(payload) * 3 // 4 - payload.count("=", len(payload) - 2)
+
+
+def is_data_url(image: str) -> bool:
+    """Whether `image` matches IMAGE_PATTERN (pydantic's regex engine: linear, fast on MBs)."""
+    try:
+        _DATA_URL.validate_python(image)
+    except ValidationError:
+        return False
+    return True
+
+
+_DATA_URL = TypeAdapter(Annotated[str, Field(pattern=IMAGE_PATTERN)])
+
+
+def image_field(max_bytes: int | None = None) -> Any:
+    """The type of `image`: a base64 data URL, at most `max_bytes` once decoded."""
+    extra: dict[str, Any] = {"pattern": IMAGE_PATTERN}
+    if max_bytes is not None:
+        extra["maxLength"] = LONGEST_IMAGE_PREFIX + 4 * math.ceil(max_bytes / 3)
+    description = "An image as a base64 data URL of image/" + ", image/".join(IMAGE_TYPES)
+    return Annotated[StrictStr, Field(description=description + ".", json_schema_extra=extra)]
+
+
+ImageDataUrl = image_field()
+IMAGE_FORM = (
+    "it must be a base64 data URL (data:image/png;base64,...) of a PNG, JPEG, GIF or WebP"
+    " image; links to images are not accepted"
+)
+
+
+class RequestBody(BaseModel):
+    """Base of request bodies: unknown fields are ignored, never forwarded."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class ChatMessage(RequestBody):
+    """One message of the conversation as the frontend sends it."""
+
+    # The document says what check_image enforces: an image on a user message only.
+    model_config = ConfigDict(
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"role": {"const": "user"}}},
+                {"properties": {"image": {"type": "null"}}},
+            ]
+        }
+    )
+
+    role: Literal["system", "user", "assistant"]
+    content: StrictStr
+    image: ImageDataUrl | None = None  # type: ignore[valid-type]
+
+    @field_validator("image")
+    @classmethod
+    def check_image(cls, image: str | None, info: ValidationInfo) -> str | None:
+        """Only user messages carry images, and only inline ones of a known type and size."""
+        if image is None:
+            return None
+        if info.data.get("role") != "user":
+            raise PydanticCustomError("image_role", "only a user message may carry an image")
+        if not is_data_url(image):
+            raise PydanticCustomError("image_form", IMAGE_FORM)
+        limits = info.context
+        if isinstance(limits, RequestLimits) and image_bytes(image) > limits.max_image_bytes:
+            raise PydanticCustomError(
+                "image_size", "the image exceeds {limit} bytes", {"limit": limits.max_image_bytes}
+            )
+        return image
+
+
+class ChatRequest(RequestBody):
+    """POST /chat."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    participantId: NonEmptyId | None = None
+    stream: StrictBool = Field(
+        default=False,
+        description="Stream the answer from the model, to read it at GET /stream/{jobId}.",
+    )
+
+    @field_validator("messages")
+    @classmethod
+    def check_total_length(cls, messages: list[ChatMessage], info: ValidationInfo):
+        """All contents together stay within MAX_TOTAL_CHARS."""
+        limits = info.context
+        total = sum(len(message.content) for message in messages)
+        if isinstance(limits, RequestLimits) and total > limits.max_total_chars:
+            raise PydanticCustomError(
+                "total_too_long",
+                "the messages hold {total} characters together; at most {limit} are allowed",
+                {"total": total, "limit": limits.max_total_chars},
+            )
+        return messages
+
+
+class CheckResponseRequest(RequestBody):
+    """POST /check_response."""
+
+    jobId: JobId = Field(description="The jobId POST /chat answered.")
+    wait: StrictFloat = Field(
+        default=0,
+        ge=0,
+        le=MAX_WAIT_S,
+        allow_inf_nan=False,
+        description="Seconds to hold the request open until the answer is ready (long poll).",
+    )
+
+
+class SaveRequest(RequestBody):
+    """POST /save."""
+
+    participantId: NonEmptyId
+    messages: Annotated[list[Any], AfterValidator(storable_json), WithJsonSchema(STORABLE_ARRAY)]
+    tasks: Annotated[dict[str, Any], AfterValidator(storable_json), WithJsonSchema(STORABLE_OBJECT)]
+    condition: StorableJson
+
+
+class CheckParticipationRequest(RequestBody):
+    """POST /check_participation."""
+
+    id: NonEmptyId
+
+
+@cache
+def bounded_models(limits: RequestLimits) -> dict[type[BaseModel], type[BaseModel]]:
+    """Copies of the declarations that carry `limits`, by the declaration they bound."""
+    message = create_model(
+        "ChatMessage",
+        __base__=ChatMessage,
+        __doc__=ChatMessage.__doc__,
+        content=(Annotated[StrictStr, Field(max_length=limits.max_message_chars)], ...),
+        image=(image_field(limits.max_image_bytes) | None, None),
+    )
+    chat = create_model(
+        "ChatRequest",
+        __base__=ChatRequest,
+        __doc__=ChatRequest.__doc__,
+        messages=(list[message], Field(min_length=1, max_length=limits.max_messages)),  # type: ignore[valid-type]
+    )
+    return {ChatMessage: message, ChatRequest: chat}
+
+
+def current_limits() -> RequestLimits:
+    """The limits of the app serving this request."""
+    return RequestLimits.from_settings(current_app.config)
+
+
+def parse_body(model: type[Model]) -> Model:
+    """Parse the JSON request body into `model`, or raise BadRequest naming the field."""
+    limits = current_limits()
+    bounded = bounded_models(limits).get(model, model)
+    body = json_body()
+    if not isinstance(body, dict):
+        raise BadRequest("The request body must be a JSON object (Content-Type: application/json).")
+    try:
+        return bounded.model_validate(body, context=limits)  # type: ignore[return-value]
+    except ValidationError as error:
+        raise BadRequest(describe_error(error)) from None
+
+
+def json_body() -> Any:
+    """The parsed JSON body, None when it is not JSON; BadRequest when absurdly nested."""
+    try:
+        return request.get_json(silent=True)
+    except RecursionError:
+        raise BadRequest("The request body is nested too deeply.") from None
+
+
+def describe_error(error: ValidationError) -> str:
+    """The first validation problem as a sentence naming the field."""
+    first = error.errors(include_url=False, include_input=False)[0]
+    field = _field_path(first["loc"])
+    if first["type"] == "missing":
+        return f"Field '{field}' is required."
+    return f"Field '{field}' is invalid: {first['msg']}."
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else (f".{part}" if path else str(part))
+    return path

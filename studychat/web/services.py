@@ -1,0 +1,58 @@
+"""The process-wide clients (Redis, queue, MongoDB), made once by the app factory."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from flask import Flask, current_app
+from pymongo import MongoClient
+from pymongo.database import Database
+from redis import Redis
+from rq import Queue
+
+from studychat.chat.task_queue import make_queue, make_redis
+from studychat.store.database import make_mongo_client
+
+EXTENSION_KEY = "study_chat"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Clients shared by every request of one web process."""
+
+    settings: Mapping[str, Any]
+    redis: Redis
+    queue: Queue
+    mongo: MongoClient
+    db: Database
+
+
+def init_services(app: Flask, settings: Mapping[str, Any]) -> Services:
+    """Create the clients once and attach them to `app`."""
+    connection = make_redis(
+        settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"], settings["REDIS_MAX_CONNECTIONS"]
+    )
+    mongo = make_mongo_client(settings["DATABASE_URL"])
+    made = Services(
+        settings=settings,
+        redis=connection,
+        queue=make_queue(connection),
+        mongo=mongo,
+        db=mongo[settings["DATABASE_NAME"]],
+    )
+    app.extensions[EXTENSION_KEY] = made
+    return made
+
+
+def services() -> Services:
+    """The current app's clients."""
+    return current_app.extensions[EXTENSION_KEY]
+
+
+def close_services(app: Flask) -> None:
+    """Release the clients' connections (tests build many apps)."""
+    made: Services = app.extensions.pop(EXTENSION_KEY)
+    made.redis.close()
+    made.mongo.close()

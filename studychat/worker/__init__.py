@@ -1,0 +1,1 @@
+"""The worker process: many jobs at once on threads, their timeouts, and recovery."""

@@ -1,0 +1,324 @@
+"""An RQ worker that keeps many I/O-bound jobs in flight in one process, on threads.
+
+RQ's stock worker forks a process per job and runs one at a time. Model calls are
+almost pure waiting, so this worker runs up to `concurrency` jobs at once on a
+thread pool while keeping RQ's bookkeeping intact:
+
+- a job is taken from the queue only when a slot is free;
+- each thread has its own `execution` (RQ keeps one per worker), so every job gets
+  its own StartedJobRegistry entry, heartbeat and cleanup;
+- job timeouts use one watchdog thread, not SIGALRM (signals reach only the main thread);
+- one heartbeat thread refreshes every job in flight and requeues the jobs of
+  workers that died (see job_recovery);
+- SIGTERM stops dequeuing, lets jobs in flight finish for a grace period, then puts
+  the rest back on the queue, so a deploy loses nothing;
+- no loop ends because Redis is unreachable: each waits with a bounded backoff and
+  carries on when Redis is back, and the outage is logged once when it starts and once
+  when it ends (see outage_watch). A worker that finds itself gone from a Redis that came
+  back empty registers again.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from redis.client import PubSub
+from rq.exceptions import DequeueTimeout
+from rq.executions import Execution
+from rq.job import Job
+from rq.queue import Queue
+from rq.worker import BaseWorker, WorkerStatus
+
+from studychat import outage_watch
+from studychat.chat.outcomes import has_outcome
+from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
+from studychat.worker import recovery
+from studychat.worker.timeouts import WatchdogDeathPenalty
+
+logger = logging.getLogger(__name__)
+
+# A job's heartbeat holds for this many beats (plus a few seconds): short, so that the
+# jobs of a killed worker are noticed and run again within seconds, not minutes.
+BEATS_BEFORE_ABANDONED = 3
+
+
+@dataclass
+class InFlight:
+    """A job this worker is running, and its execution once registered."""
+
+    job: Job
+    queue: Queue
+    execution: Execution | None = None
+
+
+class _PerThread(threading.local):
+    execution: Execution | None = None
+    working_time: float = 0
+
+
+class ConcurrentWorker(BaseWorker):
+    """Runs up to `concurrency` jobs at once on threads, with RQ's guarantees per job."""
+
+    death_penalty_class = WatchdogDeathPenalty
+    # One log line per job is enough at hundreds of jobs a second.
+    log_result_lifespan = False
+
+    def __init__(
+        self, *args, concurrency: int = 64, shutdown_grace_s: float = 20.0, **kwargs
+    ) -> None:
+        self._per_thread = _PerThread()
+        kwargs.setdefault("job_monitoring_interval", 5)
+        super().__init__(*args, **kwargs)
+        self.concurrency = concurrency
+        self.shutdown_grace_s = shutdown_grace_s
+        self._slots = threading.BoundedSemaphore(concurrency)
+        self._in_flight: dict[str, InFlight] = {}
+        self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rq-job")
+        self._stopped = threading.Event()
+
+    # RQ keeps one execution per worker; each thread here needs its own.
+    @property
+    def execution(self) -> Execution | None:
+        return self._per_thread.execution
+
+    @execution.setter
+    def execution(self, value: Execution | None) -> None:
+        self._per_thread.execution = value
+
+    @property
+    def current_job_working_time(self) -> float:
+        return self._per_thread.working_time
+
+    @current_job_working_time.setter
+    def current_job_working_time(self, value: float) -> None:
+        self._per_thread.working_time = value
+
+    @property
+    def dequeue_timeout(self) -> int:
+        """Wait briefly for a job, so the loop keeps noticing stop requests."""
+        return 2
+
+    def get_heartbeat_ttl(self, job: Job) -> int:
+        """How long a job's heartbeat holds: a few missed beats, never the job's timeout."""
+        return BEATS_BEFORE_ABANDONED * self.job_monitoring_interval + 5
+
+    def in_flight_count(self) -> int:
+        """Number of jobs running now."""
+        with self._lock:
+            return len(self._in_flight)
+
+    # Of RQ's options only burst and logging_level apply to this loop.
+    def work(  # type: ignore[override]
+        self, burst: bool = False, logging_level: str | None = "INFO", **_: object
+    ) -> bool:
+        """Dequeue and run jobs until asked to stop (or, in burst mode, until idle)."""
+        self._install_signal_handlers()
+        if not self._bootstrap_when_redis_is_up(logging_level):
+            return False
+        beat = threading.Thread(target=self._heartbeat_loop, name="rq-heartbeat", daemon=True)
+        beat.start()
+        worked = False
+        try:
+            worked = self._dequeue_loop(burst)
+        finally:
+            self._finish_in_flight()
+            self._stopped.set()
+            self._teardown_if_redis_is_up()
+        return worked
+
+    def _bootstrap_when_redis_is_up(self, logging_level: str | None) -> bool:
+        """Register with Redis, waiting while it is unreachable; False when stopped first."""
+        backoff = Backoff()
+        while not self._stop_requested:
+            try:
+                self.bootstrap(logging_level)
+                outage_watch.REDIS.succeeded()
+                return True
+            except REDIS_UNAVAILABLE as error:
+                outage_watch.REDIS.failed(error, "starting the worker")
+                time.sleep(backoff.next_delay())
+        return False
+
+    def _teardown_if_redis_is_up(self) -> None:
+        """Say goodbye to Redis; when it is down, the worker's key simply expires."""
+        try:
+            self.teardown()
+        except REDIS_UNAVAILABLE as error:
+            outage_watch.REDIS.failed(error, "stopping the worker")
+
+    def _dequeue_loop(self, burst: bool) -> bool:
+        worked = False
+        backoff = Backoff()
+        while not self._stop_requested:
+            if not self._slots.acquire(timeout=1):
+                continue
+            try:
+                job_and_queue = self._dequeue()
+            except Exception as error:
+                self._slots.release()
+                self._report_failure(error, "waiting for jobs")
+                time.sleep(backoff.next_delay())
+                continue
+            backoff.reset()
+            if job_and_queue is None:
+                self._slots.release()
+                if burst and self.in_flight_count() == 0:
+                    break
+                continue
+            self._start(*job_and_queue)
+            worked = True
+        return worked
+
+    def _dequeue(self) -> tuple[Job, Queue] | None:
+        """One job from the queues, or None after a short wait."""
+        self.set_state(WorkerStatus.IDLE if not self.in_flight_count() else WorkerStatus.BUSY)
+        try:
+            job_and_queue = self.queue_class.dequeue_any(
+                self._ordered_queues,
+                self.dequeue_timeout,
+                connection=self.connection,
+                job_class=self.job_class,
+                serializer=self.serializer,
+                death_penalty_class=self.death_penalty_class,
+            )
+        except DequeueTimeout:
+            job_and_queue = None
+        outage_watch.REDIS.succeeded()
+        return job_and_queue
+
+    @staticmethod
+    def _report_failure(error: Exception, doing: str) -> None:
+        """An outage of Redis is said once; any other failure is logged in full."""
+        if isinstance(error, REDIS_UNAVAILABLE):
+            outage_watch.REDIS.failed(error, doing)
+        else:
+            logger.exception("worker failed while %s; will retry", doing)
+
+    def _start(self, job: Job, queue: Queue) -> None:
+        with self._lock:
+            self._in_flight[job.id] = InFlight(job, queue)
+        self._pool.submit(self._run, job, queue)
+
+    def _run(self, job: Job, queue: Queue) -> None:
+        """Run one job on this thread with its own execution record."""
+        try:
+            self.prepare_execution(job)
+            with self._lock:
+                if job.id in self._in_flight:
+                    self._in_flight[job.id].execution = self.execution
+            self.perform_job(job, queue)
+        except Exception as error:
+            # Whatever RQ could not record is put right by recovery once Redis is back.
+            self._report_failure(error, f"recording job {job.id}")
+        finally:
+            self.execution = None
+            with self._lock:
+                self._in_flight.pop(job.id, None)
+            self._slots.release()
+
+    def set_state(self, state: str, pipeline=None) -> None:
+        """Write the worker's state only when it changes, not once per job."""
+        if state != self._state:
+            super().set_state(state, pipeline=pipeline)
+
+    def subscribe(self) -> None:
+        """Listen for RQ's commands (`rq` CLI, dashboard), riding through Redis outages."""
+        self.pubsub = self.connection.pubsub()
+        self.pubsub.subscribe(**{self.pubsub_channel_name: self.handle_payload})
+        self.pubsub_thread = self.pubsub.run_in_thread(  # type: ignore[assignment]
+            sleep_time=60, daemon=True, exception_handler=self._on_pubsub_error
+        )
+
+    def _on_pubsub_error(self, error: Exception, pubsub: PubSub, thread: object) -> None:
+        """Wait and let redis-py resubscribe when Redis is back; nothing else is expected."""
+        self._report_failure(error, "listening for commands")
+        time.sleep(2.0)
+
+    def set_current_job_id(self, job_id: str | None = None, pipeline=None) -> None:
+        """Keep the worker hash's single `current_job` field out of per-job bookkeeping."""
+
+    def _heartbeat_loop(self) -> None:
+        """Refresh the worker's and every running job's heartbeat; requeue dead workers' jobs."""
+        while not self._stopped.wait(self.job_monitoring_interval):
+            try:
+                self._register_again_if_forgotten()
+                self._beat()
+                recovery.requeue_abandoned(self.queues, self.connection, self.serializer)
+                outage_watch.REDIS.succeeded()
+            except Exception as error:
+                self._report_failure(error, "sending heartbeats")
+
+    def _register_again_if_forgotten(self) -> None:
+        """Register anew, jobs in flight too, when Redis came back without them (data lost)."""
+        if self.connection.exists(self.key):
+            return
+        logger.warning("this worker was gone from Redis; registering it and its jobs again")
+        self.register_birth()
+        super().set_state(self._state)  # the birth record carries no state
+        with self._lock:
+            running = list(self._in_flight.values())
+        for entry in running:
+            # Not yet answered: saved again, so that participants polling it wait for
+            # its answer instead of being told it does not exist.
+            if not has_outcome(self.connection, entry.job.id):
+                entry.job.save()
+
+    def _beat(self) -> None:
+        with self._lock:
+            running = [
+                (entry.job, entry.execution)
+                for entry in self._in_flight.values()
+                if entry.execution is not None
+            ]
+        with self.connection.pipeline() as pipeline:
+            self.heartbeat(self.worker_ttl, pipeline=pipeline)
+            for job, execution in running:
+                ttl = self.get_heartbeat_ttl(job)
+                execution.heartbeat(job.started_job_registry, ttl, pipeline=pipeline)
+                job.heartbeat(recovery.utcnow(), ttl, pipeline=pipeline, xx=True)
+            pipeline.execute()
+
+    def clean_registries(self) -> None:
+        """Requeue abandoned jobs before RQ's own cleanup would mark them failed."""
+        recovery.requeue_abandoned(self.queues, self.connection, self.serializer)
+        super().clean_registries()
+
+    def request_stop(self, signum, frame) -> None:
+        """First SIGTERM/SIGINT: stop taking jobs, finish (or hand back) those in flight."""
+        if self._stop_requested:
+            logger.warning("second stop signal: handing jobs in flight back now")
+            self.shutdown_grace_s = 0
+            return
+        logger.info("warm shutdown: %d jobs in flight", self.in_flight_count())
+        self._stop_requested = True
+
+    def _finish_in_flight(self) -> None:
+        """Wait for jobs in flight up to the grace period, then put the rest back on the queue."""
+        deadline = time.monotonic() + self.shutdown_grace_s
+        while self.in_flight_count() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        with self._lock:
+            left = list(self._in_flight.values())
+        if not left:
+            self._pool.shutdown(wait=True)
+            return
+        handed_back = sum(self._hand_back(entry) for entry in left)
+        logger.warning("handed %d of %d unfinished jobs back to the queue", handed_back, len(left))
+        self._teardown_if_redis_is_up()
+        # Threads still waiting on the model must not finish these jobs a second time.
+        os._exit(0)
+
+    def _hand_back(self, entry: InFlight) -> bool:
+        """Return one job to its queue; with Redis down, recovery will requeue it instead."""
+        try:
+            recovery.hand_back(entry.job, entry.queue, entry.execution)
+        except REDIS_UNAVAILABLE as error:
+            outage_watch.REDIS.failed(error, "handing jobs back")
+            return False
+        return True

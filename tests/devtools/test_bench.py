@@ -1,0 +1,67 @@
+"""`make bench` end to end on a tiny load, and its command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from devtools.bench import main, parse_args, parse_counts, plan_runs, start_window
+
+# It starts real servers or processes.
+pytestmark = pytest.mark.integration
+
+ROW_FIELDS = {
+    "worker", "participants", "turns", "latency_s", "poll_s", "jitter_s", "answers", "unanswered",
+    "errors", "error_kinds", "cut_off", "answers_per_s", "span_s", "span_answers_per_s",
+    "ideal_per_s", "ratio_to_ideal", "p50_s", "p90_s", "p99_s", "max_s", "latency_lower_bound",
+    "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
+    "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
+    "machine_busy_before", "upstream_max_in_flight",
+}  # fmt: skip
+
+
+def test_participant_counts_are_a_comma_separated_list():
+    assert parse_counts("50, 100,200") == [50, 100, 200]
+    with pytest.raises(argparse.ArgumentTypeError):
+        parse_counts("0,10")
+
+
+def test_stock_runs_use_their_own_counts():
+    args = parse_args(["--participants", "50,500", "--stock-participants", "50"])
+    assert plan_runs(args) == [("concurrent", 50), ("concurrent", 500), ("stock", 50)]
+    with pytest.raises(SystemExit, match="unknown worker kind"):
+        plan_runs(parse_args(["--workers", "gevent"]))
+
+
+def test_starts_spread_over_one_turn_unless_told():
+    assert start_window(parse_args(["--latency", "2", "--poll", "0.5"])) == 2.5
+    assert start_window(parse_args(["--stagger", "1"])) == 1.0
+
+
+def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
+    argv = ["--participants", "5", "--stock-participants", "5", "--turns", "2",
+            "--latency", "0.1", "--jitter", "0.05", "--stock-time-limit", "30",
+            "--out", str(tmp_path / "out"), "--logs", str(tmp_path / "logs")]  # fmt: skip
+    assert main(argv) == 0
+
+    report = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert [(row["worker"], row["participants"]) for row in report["runs"]] == [
+        ("concurrent", 5),
+        ("stock", 5),
+    ]
+    for row in report["runs"]:
+        assert set(row) == ROW_FIELDS
+        assert row["answers"] == 10 and row["errors"] == 0 and not row["cut_off"]
+        assert row["answers_per_s"] > 0 and row["requests_per_answer"] >= 2
+        assert row["p50_s"] >= 0.05 and row["p99_s"] <= row["max_s"]
+        assert row["web_peak_rss_mb"] > 20 and row["worker_peak_rss_mb"] > 20
+        assert {"web", "worker", "upstream", "redis", "mongo", "bench"} <= set(row["cpu_s"])
+    assert report["command"].startswith("python -m devtools.bench --participants 5")
+    assert "5" in report["speedups"]
+    assert (tmp_path / "out" / "chart.png").read_bytes().startswith(b"\x89PNG")
+    summary = (tmp_path / "out" / "results.md").read_text()
+    assert "| concurrent | 5 |" in summary and "| stock | 5 |" in summary
+    assert "| concurrent | 5 |" in capsys.readouterr().out

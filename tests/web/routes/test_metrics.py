@@ -1,0 +1,159 @@
+"""GET /metrics: what the workers did, the live queue and budget, the web's own requests."""
+
+from __future__ import annotations
+
+import http.client
+from collections.abc import Iterator
+
+import psutil
+import pytest
+from flask import Flask
+from prometheus_client.parser import text_string_to_metric_families
+
+from devtools.servers import WebServer
+from studychat.factory import create_app
+from studychat.web.services import close_services
+from tests.support.chat_helpers import start_chats
+from tests.support.polling import poll_answer, wait_for
+from tests.support.stack import process_env
+
+pytestmark = pytest.mark.timeout(120)
+
+TOKEN = "admin-token-for-metrics-0123456789"
+BEARER = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def sample(text: str, name: str, **labels: str) -> float | None:
+    """The value of the sample `name` with exactly `labels`, None when absent."""
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == name and found.labels == labels:
+                return found.value
+    return None
+
+
+@pytest.fixture()
+def guarded_app(own_stack_env) -> Iterator[Flask]:
+    app = create_app(own_stack_env | {"ADMIN_TOKEN": TOKEN, "STUDY_TOKEN_BUDGET": "100000"})
+    yield app
+    close_services(app)
+
+
+def test_with_an_admin_token_metrics_need_it(guarded_app):
+    client = guarded_app.test_client()
+    for headers in ({}, {"Authorization": "Bearer wrong-token-wrong-token-wrong"}):
+        answer = client.get("/metrics", headers=headers)
+        assert answer.status_code == 401
+        assert answer.get_json() == {
+            "error": "/metrics needs the header Authorization: Bearer <ADMIN_TOKEN>."
+        }
+        assert answer.headers["WWW-Authenticate"] == 'Bearer realm="admin"'
+    answer = client.get("/metrics", headers=BEARER)
+    assert answer.status_code == 200
+    assert answer.content_type.startswith("text/plain; version=")
+    assert "chat_jobs_total" in answer.get_data(as_text=True)
+
+
+def test_without_an_admin_token_metrics_are_open(client):
+    answer = client.get("/metrics")
+    assert answer.status_code == 200
+    assert sample(answer.get_data(as_text=True), "chat_redis_up") == 1
+
+
+def test_metrics_report_the_workers_jobs_the_queue_and_the_budget(
+    guarded_app, own_stack_env, start_worker, upstream
+):
+    client = guarded_app.test_client()
+    job_ids = start_chats(client, 3)
+    text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+    assert sample(text, "chat_queue_depth") == 3
+    assert sample(text, "chat_workers_alive") == 0
+    start_worker(own_stack_env)
+    answers = [poll_answer(client, job_id, timeout=30).get_json() for job_id in job_ids]
+    spent = sum(answer["response"]["usage"]["total_tokens"] for answer in answers)
+    text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+    assert sample(text, "chat_jobs_total", outcome="finished") == 3
+    assert sample(text, "chat_jobs_total", outcome="failed") == 0
+    assert sample(text, "chat_tokens_total", kind="total") == spent
+    assert sample(text, "chat_upstream_latency_seconds_count") == 3
+    assert sample(text, "chat_upstream_latency_seconds_bucket", le="+Inf") == 3
+    assert sample(text, "chat_turn_duration_seconds_count") == 3
+    assert sample(text, "chat_queue_depth") == 0
+    assert sample(text, "chat_workers_alive") == 1
+    assert sample(text, "chat_study_tokens_spent") == spent
+    assert sample(text, "chat_study_token_budget") == 100000
+    assert sample(text, "chat_study_budget_left_tokens") == 100000 - spent
+
+
+def test_web_requests_are_counted_by_route_pattern_and_status(guarded_app):
+    client = guarded_app.test_client()
+    before = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+    client.post("/check_response", json={"jobId": "00000000-0000-4000-8000-000000000000"})
+    client.get("/no/such/page")
+    text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+    labels = {"method": "POST", "route": "/check_response", "status": "404"}
+    grew = (sample(text, "http_requests_total", **labels) or 0) - (
+        sample(before, "http_requests_total", **labels) or 0
+    )
+    assert grew == 1
+    unmatched = {"method": "GET", "route": "unmatched", "status": "404"}
+    assert sample(text, "http_requests_total", **unmatched) >= 1
+    assert "/no/such/page" not in text
+
+
+def test_metrics_say_redis_is_down_rather_than_failing(guarded_app, own_redis):
+    own_redis.stop()
+    answer = guarded_app.test_client().get("/metrics", headers=BEARER)
+    assert answer.status_code == 200
+    text = answer.get_data(as_text=True)
+    assert sample(text, "chat_redis_up") == 0
+    assert sample(text, "chat_jobs_total", outcome="finished") is None
+
+
+def scrape(port: int) -> str:
+    """GET /metrics on a new connection, as Prometheus does."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", "/metrics", headers=BEARER)
+        answer = connection.getresponse()
+        assert answer.status == 200
+        return answer.read().decode()
+    finally:
+        connection.close()
+
+
+def healthz(port: int) -> int | None:
+    """Status of GET /healthz on a new connection, None when nothing answers."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status
+    except OSError:
+        return None
+    finally:
+        connection.close()
+
+
+def test_under_gunicorn_request_counts_outlive_the_process_that_served_them(
+    own_app, own_stack_env, start_worker, tmp_path
+):
+    env = process_env(own_stack_env | {"ADMIN_TOKEN": TOKEN, "WEB_CONCURRENCY": "2"})
+    with WebServer(env, directory=tmp_path) as web:
+        for _ in range(30):
+            assert healthz(web.port) == 200
+        # Every process that served them dies; gunicorn starts new ones. The counts live in
+        # the processes' shared directory, so whichever process answers still reports them.
+        children = psutil.Process(web.pid).children()
+        for child in children:
+            child.kill()
+        psutil.wait_procs(children, timeout=10)
+        wait_for(lambda: len(psutil.Process(web.pid).children()) == 2 and healthz(web.port))
+        ok = {"method": "GET", "route": "/healthz", "status": "200"}
+        for _ in range(6):
+            assert sample(scrape(web.port), "http_requests_total", **ok) >= 30
+        # The worker's jobs reach every web process through Redis.
+        start_worker(own_stack_env)
+        client = own_app.test_client()
+        (job_id,) = start_chats(client, 1)
+        assert poll_answer(client, job_id, timeout=30).status_code == 200
+        assert sample(scrape(web.port), "chat_jobs_total", outcome="finished") == 1

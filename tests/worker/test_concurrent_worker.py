@@ -1,0 +1,137 @@
+"""The concurrent worker, run as a real process: concurrency, RQ bookkeeping, shutdown."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from rq.job import JobStatus
+from rq.registry import clean_registries
+
+from studychat.chat.task_queue import make_queue
+from tests.support.chat_helpers import fetch_job, start_chats
+from tests.support.polling import poll_answer, wait_for
+from tests.support.upstream import calls_in_flight, control, upstream_requests, upstream_stats
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def answer_all(client, job_ids, timeout=60.0) -> list[int]:
+    return [poll_answer(client, job_id, timeout=timeout).status_code for job_id in job_ids]
+
+
+def test_many_model_calls_in_flight_at_once(own_app, own_stack_env, start_worker, upstream):
+    control(upstream, {"latency": 1.0})
+    start_worker(own_stack_env | {"WORKER_CONCURRENCY": "50"})
+    client = own_app.test_client()
+    job_ids = start_chats(client, 40)
+    assert answer_all(client, job_ids) == [200] * 40
+    assert upstream_stats(upstream)["max_in_flight"] >= 30
+
+
+def test_jobs_are_taken_only_when_a_slot_is_free(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    control(upstream, {"latency": 2.0})
+    start_worker(own_stack_env | {"WORKER_CONCURRENCY": "5"})
+    client = own_app.test_client()
+    job_ids = start_chats(client, 12)
+    wait_for(lambda: upstream_stats(upstream)["in_flight"] >= 5)
+    # The other seven wait in the queue, free for any other worker to take.
+    assert make_queue(connection).count == 7
+    assert upstream_stats(upstream)["max_in_flight"] == 5
+    assert answer_all(client, job_ids) == [200] * 12
+
+
+def test_status_and_registries_right_for_every_job(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    start_worker(own_stack_env)
+    client = own_app.test_client()
+    finished = start_chats(client, 10)
+    assert answer_all(client, finished) == [200] * 10
+    control(upstream, {"faults": [{"status": 500}] * 3})
+    failed = start_chats(client, 1)
+    assert answer_all(client, failed) == [502]
+    queue = make_queue(connection)
+    # RQ's maintenance, even long after, must not turn finished jobs into failed ones.
+    queue.started_job_registry.cleanup(timestamp=time.time() + 3600)
+    clean_registries(queue)
+    for job_id in finished:
+        assert fetch_job(connection, job_id).get_status() == JobStatus.FINISHED
+    assert set(queue.finished_job_registry.get_job_ids()) == set(finished)
+    assert queue.failed_job_registry.get_job_ids() == failed
+    assert queue.started_job_registry.count == 0
+    assert not connection.keys("rq:execution:*")
+
+
+def test_heartbeats_keep_long_jobs_alive(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    # Heartbeat every 1 s: a job silent for 8 s would be rerun.
+    start_worker(own_stack_env | {"LLM_TIMEOUT_S": "30"})
+    control(upstream, {"faults": [{"delay": 12}] * 3})
+    client = own_app.test_client()
+    job_ids = start_chats(client, 3)
+    registry = make_queue(connection).started_job_registry
+    wait_for(lambda: registry.count == 3)
+    first = dict(connection.zrange(registry.key, 0, -1, withscores=True))
+    wait_for(lambda: all(connection.zscore(registry.key, k) > s for k, s in first.items()))
+    assert answer_all(client, job_ids) == [200] * 3
+    # Outliving the heartbeat's lifetime did not make anyone run them twice.
+    assert len(upstream_requests(upstream)) == 3
+
+
+def test_job_timeout_works_on_worker_threads(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    start_worker(own_stack_env)
+    slow = make_queue(connection).enqueue("tests.support.slow_jobs.keep_busy", 60, job_timeout=1)
+    wait_for(lambda: slow.get_status(refresh=True) == JobStatus.FAILED, timeout=15)
+    assert "JobTimeoutException" in slow.latest_result().exc_string
+    client = own_app.test_client()
+    assert answer_all(client, start_chats(client, 1)) == [200]
+
+
+def test_two_workers_share_the_queue_without_running_a_job_twice(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    control(upstream, {"latency": 0.3})
+    for _ in range(2):
+        start_worker(own_stack_env | {"WORKER_CONCURRENCY": "10"})
+    client = own_app.test_client()
+    job_ids = start_chats(client, 60)
+    assert answer_all(client, job_ids) == [200] * 60
+    assert len(upstream_requests(upstream)) == 60
+    workers = {fetch_job(connection, job_id).worker_name for job_id in job_ids}
+    assert len(workers) == 2
+
+
+def test_sigterm_lets_jobs_in_flight_finish(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    control(upstream, {"latency": 2.0})
+    worker = start_worker(own_stack_env | {"WORKER_SHUTDOWN_GRACE_S": "20"})
+    client = own_app.test_client()
+    job_ids = start_chats(client, 5)
+    wait_for(lambda: calls_in_flight(upstream, connection) == 5)
+    assert worker.stop(timeout=30) == 0
+    assert answer_all(client, job_ids, timeout=5) == [200] * 5
+    assert make_queue(connection).started_job_registry.count == 0
+
+
+def test_sigterm_hands_back_jobs_that_cannot_finish_in_time(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    worker = start_worker(own_stack_env | {"WORKER_SHUTDOWN_GRACE_S": "1"})
+    control(upstream, {"faults": [{"delay": 60}] * 3})
+    client = own_app.test_client()
+    job_ids = start_chats(client, 3)
+    wait_for(lambda: calls_in_flight(upstream, connection) == 3)
+    assert worker.stop(timeout=30) == 0
+    queue = make_queue(connection)
+    assert sorted(queue.job_ids) == sorted(job_ids)
+    assert {fetch_job(connection, j).get_status() for j in job_ids} == {JobStatus.QUEUED}
+    assert queue.started_job_registry.count == 0
+    start_worker(own_stack_env)
+    assert answer_all(client, job_ids) == [200] * 3
