@@ -9,7 +9,7 @@ from flask import Flask
 
 from studychat.factory import create_app
 from studychat.logging_setup import configure_logging
-from studychat.settings import check_settings_or_exit
+from studychat.settings import check_settings_or_exit, load_settings
 
 __all__ = ["create_app"]
 
@@ -19,8 +19,9 @@ _app: Flask | None = None
 def _production_app() -> Flask:
     """The app with settings from the environment and `.env`, or a one-line refusal."""
     check_settings_or_exit()  # a missing setting is one clear line, not a traceback
-    configure_logging()
-    return create_app()
+    settings = load_settings()
+    configure_logging(settings.LOG_LEVEL)
+    return create_app(settings)
 
 
 def __getattr__(name: str) -> Flask:

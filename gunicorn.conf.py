@@ -17,11 +17,16 @@ import shutil
 import tempfile
 
 from studychat.logging_setup import ACCESS_FORMAT, gunicorn_logconfig
+from studychat.settings import ProcessSettings, load_dotenv_file
 
-bind = f"0.0.0.0:{os.environ.get('PORT', '5000')}"
-workers = int(os.environ.get("WEB_CONCURRENCY", "2"))
+# PORT, WEB_CONCURRENCY, WEB_CONNECTIONS and LOG_LEVEL, from the environment or .env; the
+# service's own settings are checked in on_starting, where a missing one is one clear line.
+load_dotenv_file()
+process = ProcessSettings()
+bind = f"0.0.0.0:{process.PORT}"
+workers = process.WEB_CONCURRENCY
 worker_class = "gevent"
-worker_connections = int(os.environ.get("WEB_CONNECTIONS", "1000"))
+worker_connections = process.WEB_CONNECTIONS
 # Heroku's router closes idle connections after 55 s; keep ours shorter than its timeout.
 keepalive = 5
 timeout = 30
@@ -31,7 +36,7 @@ graceful_timeout = 25
 control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
-logconfig_dict = gunicorn_logconfig()
+logconfig_dict = gunicorn_logconfig(process.LOG_LEVEL)
 # Method, path and status only (logging_setup adds the time taken and the request id):
 # no query string, no client address, never a body.
 access_log_format = ACCESS_FORMAT

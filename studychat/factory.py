@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,7 +10,7 @@ from flask import Flask
 from flask_cors import CORS
 
 from studychat.export import cli as export_cli
-from studychat.settings import load_settings
+from studychat.settings import Settings, load_settings
 from studychat.web import openapi
 from studychat.web.admin import pages as admin_pages
 from studychat.web.admin import routes as admin_routes
@@ -29,17 +28,17 @@ from studychat.web.services import init_services
 logger = logging.getLogger(__name__)
 
 
-def create_app(config: Mapping[str, Any] | None = None) -> Flask:
-    """Build the app from the environment, with `config` overriding it (tests pass all)."""
-    settings = load_settings({**os.environ, **(config or {})})
+def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
+    """Build the app from `config`: settings, or overrides of the environment (tests)."""
+    settings = config if isinstance(config, Settings) else load_settings(config)
     app = Flask("studychat")  # its templates and static files are in the package
-    app.config.from_mapping(settings)
+    app.config["MAX_CONTENT_LENGTH"] = settings.MAX_CONTENT_LENGTH  # Flask's own setting
     install_request_ids(app)  # first, so that every log line of a request carries its id
     install_request_metrics(app)
     made = init_services(app, settings)
-    trust_proxies(app, settings["PROXY_FIX_X_FOR"])
+    trust_proxies(app, settings.PROXY_FIX_X_FOR)
     # A frontend on another origin may read when to retry after a 429.
-    CORS(app, origins=settings["FRONTEND_URL"], expose_headers=RATE_LIMIT_HEADERS)
+    CORS(app, origins=settings.FRONTEND_URL, expose_headers=RATE_LIMIT_HEADERS)
     register_error_handlers(app)
     install_security_headers(app)
     install_admin_guard(app)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 import threading
 from collections.abc import Callable, Mapping
@@ -119,22 +118,18 @@ def make_handler() -> logging.Handler:
     return handler
 
 
-def configure_logging(level: str | None = None) -> None:
+def configure_logging(level: str = "INFO") -> None:
     """Send every log line to stderr as JSON at LOG_LEVEL, replacing earlier handlers."""
     root = logging.getLogger()
     for handler in list(root.handlers):
         root.removeHandler(handler)
     root.addHandler(make_handler())
-    root.setLevel(_level(level))
+    root.setLevel(level.upper())
     # The HTTP client logs every model call at INFO; the job's own line says enough.
     logging.getLogger("httpx2").setLevel(max(root.level, logging.WARNING))
     logging.captureWarnings(True)
     sys.excepthook = _log_uncaught
     threading.excepthook = _log_uncaught_in_thread
-
-
-def _level(level: str | None) -> str:
-    return (level or os.environ.get("LOG_LEVEL") or "INFO").upper()
 
 
 def _log_uncaught(
@@ -155,7 +150,7 @@ def _log_uncaught_in_thread(args: threading.ExceptHookArgs) -> None:
     logger.critical("uncaught exception in thread %s", thread, exc_info=exc_info)  # type: ignore[arg-type]
 
 
-def gunicorn_logconfig(level: str | None = None) -> dict[str, Any]:
+def gunicorn_logconfig(level: str = "INFO") -> dict[str, Any]:
     """gunicorn's `logconfig_dict`: its error and access logs as JSON lines on stderr."""
     return {
         "version": 1,
@@ -170,10 +165,10 @@ def gunicorn_logconfig(level: str | None = None) -> dict[str, Any]:
                 "stream": "ext://sys.stderr",
             }
         },
-        "root": {"level": _level(level), "handlers": ["json"]},
+        "root": {"level": level.upper(), "handlers": ["json"]},
         "loggers": {
             # No handlers of their own: their lines reach the root's JSON handler.
-            "gunicorn.error": {"level": _level(level), "handlers": [], "propagate": True},
+            "gunicorn.error": {"level": level.upper(), "handlers": [], "propagate": True},
             ACCESS_LOGGER: {"level": "INFO", "handlers": [], "propagate": True},
         },
     }

@@ -1,8 +1,11 @@
-"""Every setting of the service, named once, with its default and its documentation.
+"""Every setting of the service, named once, with its default and meaning: `Settings`.
 
-Web and worker processes read the same table. `.env.example` documents each entry
-(a test keeps the two in step). A production process refuses to start while a
-required setting is missing and names all the missing ones at once.
+Settings come from the environment (and `.env`, which production processes load first,
+never overriding the environment), are validated once at start and read as attributes
+(`settings.REDIS_URL`): the web keeps its object in `app.extensions`, the worker passes
+its own to the jobs. `.env.example` documents each field (a test keeps the two in step).
+A production process refuses to start while a required setting is missing and names all
+the missing ones at once.
 """
 
 from __future__ import annotations
@@ -10,13 +13,15 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 from dotenv import load_dotenv
 from limits import parse_many
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from studychat.exceptions import MissingSettings, SettingError
 
@@ -24,202 +29,204 @@ logger = logging.getLogger(__name__)
 
 # An admin token shorter than this could be guessed; `openssl rand -hex 32` makes a good one.
 MIN_ADMIN_TOKEN_LENGTH = 24
+PROLIFIC_COMPLETION = "https://app.prolific.com/submissions/complete?cc={code}"
+# What a field's json_schema_extra says of it.
+REQUIRED = {"required_in_production": True}
+SECRET = {"secret": True}
 
 
-def _int(value: str) -> int:
-    return int(value)
+def doc(text: str, **extra: Any) -> Any:
+    """A field's meaning (shown in .env.example) and whether it is required or secret."""
+    # A secret never shows in a repr, so never in a log line or a traceback either.
+    return Field(description=text, json_schema_extra=extra or None, repr="secret" not in extra)
 
 
-def _float(value: str) -> float:
-    return float(value)
+class ProcessSettings(BaseSettings):
+    """The settings a process needs before the service's own: gunicorn's and logging's."""
+
+    model_config = SettingsConfigDict(case_sensitive=True, extra="ignore", frozen=True)
+
+    PORT: Annotated[int, doc("Port the web process listens on.")] = 5000
+    WEB_CONCURRENCY: Annotated[
+        int, doc("Web processes (gunicorn workers); Heroku sets it by dyno size.")
+    ] = 2
+    WEB_CONNECTIONS: Annotated[
+        int, doc("Open connections (polls, streams) one web process may hold at once.")
+    ] = 1000
+    LOG_LEVEL: Annotated[str, doc("Logging level of web and worker.")] = "INFO"
 
 
-def _csv(value: str) -> list[str]:
-    return [item.strip() for item in value.split(",") if item.strip()]
+class Settings(ProcessSettings):
+    """Every setting of the service."""
 
+    OPENAI_API_KEY: Annotated[str, doc("API key of the model service.", **REQUIRED, **SECRET)]
+    OPENAI_BASE_URL: Annotated[
+        str, doc("Base URL of any OpenAI-compatible server (Azure, vLLM, Ollama); empty: OpenAI.")
+    ] = ""
+    GPT_VERSION: Annotated[str, doc("Model every chat turn uses, e.g. gpt-4o-mini.", **REQUIRED)]
+    GPT_TOKEN_LIMIT: Annotated[int, doc("Cap on output tokens per answer.")] = 1000
+    FRONTEND_URL: Annotated[
+        list[str],
+        NoDecode,
+        doc(
+            "Origins allowed by CORS, comma-separated, e.g. https://study.example.org.", **REQUIRED
+        ),
+    ]
+    DATABASE_URL: Annotated[str, doc("MongoDB connection string.", **REQUIRED, **SECRET)]
+    DATABASE_NAME: Annotated[str, doc("MongoDB database that holds the collections.")] = "study"
+    REDIS_URL: Annotated[
+        str, doc("Redis connection string (queue, results).", **REQUIRED, **SECRET)
+    ]
+    REDIS_SSL_CERT_REQS: Annotated[
+        Literal["required", "optional", "none"],
+        doc(
+            "Check of the Redis server's TLS certificate on rediss:// URLs: required, optional"
+            " or none (Heroku Redis presents a self-signed one)."
+        ),
+    ] = "required"
+    PROLIFIC_CODE: Annotated[str, doc("Completion code handed to participants.", **REQUIRED)]
+    PROLIFIC_URL: Annotated[
+        str, doc("Completion URL; empty: Prolific's standard URL with PROLIFIC_CODE.")
+    ] = ""
+    MAX_CONTENT_LENGTH: Annotated[
+        int, doc("Largest request body in bytes (images travel inline as data URLs).")
+    ] = 8 * 1024 * 1024
+    MAX_MESSAGES: Annotated[
+        int, doc("Most messages one POST /chat may carry (the whole conversation so far).")
+    ] = 100
+    MAX_MESSAGE_CHARS: Annotated[int, doc("Most characters in one message's content.")] = 20000
+    MAX_TOTAL_CHARS: Annotated[
+        int, doc("Most characters in all message contents of one POST /chat together.")
+    ] = 100000
+    MAX_IMAGE_BYTES: Annotated[
+        int, doc("Largest image (decoded bytes) a message may carry as a base64 data URL.")
+    ] = 5 * 1024 * 1024
+    CHAT_RATE_LIMIT: Annotated[
+        str,
+        doc(
+            "Chat turns one client may start, e.g. `20/minute` (client: participantId, else"
+            " IP); empty: no limit."
+        ),
+    ] = "20/minute"
+    PROXY_FIX_X_FOR: Annotated[
+        int, doc("Proxies in front of the app that append to X-Forwarded-For (Heroku: 1; none: 0).")
+    ] = 1
+    PARTICIPANT_TOKEN_BUDGET: Annotated[
+        int | None, doc("Most model tokens one participantId may spend; empty: no cap.")
+    ] = None
+    STUDY_TOKEN_BUDGET: Annotated[
+        int | None, doc("Most model tokens all participants together may spend; empty: no cap.")
+    ] = None
+    ADMIN_TOKEN: Annotated[
+        str,
+        doc(
+            "Bearer token of the /admin pages (24+ characters); empty: /admin is off (404).",
+            **SECRET,
+        ),
+    ] = ""
+    DEMO_PAGE: Annotated[
+        bool, doc("Serve the demo participant page at / (true/false); `make run` turns it on.")
+    ] = False
+    RESULT_TTL_S: Annotated[int, doc("Seconds an answer stays readable.")] = 86400
+    LLM_TIMEOUT_S: Annotated[float, doc("Seconds one upstream call may take.")] = 60.0
+    LLM_MAX_RETRIES: Annotated[int, doc("Retries of a failed upstream call.")] = 4
+    # 512: room for 2 s answers to ~220 participants polling, or 10 s answers to ~50; a
+    # waiting call costs a thread and ~0.1 MB (make bench: 450 in flight, worker 156 MB).
+    WORKER_CONCURRENCY: Annotated[
+        int, doc("Jobs one worker process runs at once (model calls are I/O-bound).")
+    ] = 512
+    WORKER_SHUTDOWN_GRACE_S: Annotated[
+        float,
+        doc("Seconds a stopping worker lets jobs finish before handing them back to the queue."),
+    ] = 20.0
+    WORKER_HEARTBEAT_S: Annotated[
+        int, doc("Seconds between heartbeats of running jobs; a job silent for 3 of them is rerun.")
+    ] = 5
+    REDIS_MAX_CONNECTIONS: Annotated[
+        int,
+        doc("Redis connections one process may open (hosted plans cap clients; requests wait)."),
+    ] = 50
 
-def _optional_int(value: str) -> int | None:
-    return int(value) if value.strip() else None
+    @field_validator("FRONTEND_URL", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
+    @field_validator("PARTICIPANT_TOKEN_BUDGET", "STUDY_TOKEN_BUDGET", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
 
-def _rate_limit(value: str) -> str:
-    """A flask-limiter limit string such as `20/minute` (empty: no limit), checked at start."""
-    if value.strip():
-        parse_many(value)  # raises ValueError, reported as an invalid setting
-    return value.strip()
+    @field_validator("DEMO_PAGE", mode="before")
+    @classmethod
+    def _empty_is_false(cls, value: Any) -> Any:
+        return False if isinstance(value, str) and not value.strip() else value
 
+    @field_validator("REDIS_SSL_CERT_REQS", mode="before")
+    @classmethod
+    def _any_case(cls, value: Any) -> Any:
+        return value.strip().lower() if isinstance(value, str) else value
 
-def _admin_token(value: str) -> str:
-    """The admin bearer token (empty: admin surface off); short, guessable ones are refused."""
-    token = value.strip()
-    if token and len(token) < MIN_ADMIN_TOKEN_LENGTH:
-        raise ValueError("admin token too short")
-    return token
+    @field_validator("CHAT_RATE_LIMIT")
+    @classmethod
+    def _a_rate_limit(cls, value: str) -> str:
+        """A flask-limiter limit string such as `20/minute` (empty: no limit)."""
+        if value.strip():
+            parse_many(value)  # raises ValueError, reported as an invalid setting
+        return value.strip()
 
+    @field_validator("ADMIN_TOKEN")
+    @classmethod
+    def _a_long_token(cls, value: str) -> str:
+        """Short, guessable admin tokens are refused."""
+        token = value.strip()
+        if token and len(token) < MIN_ADMIN_TOKEN_LENGTH:
+            raise ValueError("admin token too short")
+        return token
 
-def _bool(value: str) -> bool:
-    """true/false, yes/no, on/off or 1/0, in any case; anything else is refused at start."""
-    choice = value.strip().lower()
-    if choice in ("true", "yes", "on", "1"):
-        return True
-    if choice in ("false", "no", "off", "0", ""):
-        return False
-    raise ValueError("expected true or false")
-
-
-def _cert_reqs(value: str) -> str:
-    """redis-py's `ssl_cert_reqs`: how strictly a rediss:// server's certificate is checked."""
-    choice = value.strip().lower()
-    if choice not in ("required", "optional", "none"):
-        raise ValueError("expected required, optional or none")
-    return choice
+    @property
+    def completion_url(self) -> str:
+        """The completion URL participants are sent to."""
+        return self.PROLIFIC_URL or PROLIFIC_COMPLETION.format(code=self.PROLIFIC_CODE)
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One environment setting: its name, default, parser and meaning."""
+    """One setting as .env.example and the deploy files state it (derived from Settings)."""
 
     name: str
     doc: str
-    default: str | None = None
-    required: bool = False
-    parse: Callable[[str], Any] = str
-    secret: bool = False
+    default: str
+    required: bool
+    secret: bool
 
 
-SETTINGS: tuple[Setting, ...] = (
-    Setting("OPENAI_API_KEY", "API key of the model service.", required=True, secret=True),
-    Setting(
-        "OPENAI_BASE_URL",
-        "Base URL of any OpenAI-compatible server (Azure, vLLM, Ollama); empty: OpenAI.",
-        default="",
-    ),
-    Setting("GPT_VERSION", "Model every chat turn uses, e.g. gpt-4o-mini.", required=True),
-    Setting("GPT_TOKEN_LIMIT", "Cap on output tokens per answer.", default="1000", parse=_int),
-    Setting(
-        "FRONTEND_URL",
-        "Origins allowed by CORS, comma-separated, e.g. https://study.example.org.",
-        required=True,
-        parse=_csv,
-    ),
-    Setting("DATABASE_URL", "MongoDB connection string.", required=True, secret=True),
-    Setting("DATABASE_NAME", "MongoDB database that holds the collections.", default="study"),
-    Setting("REDIS_URL", "Redis connection string (queue, results).", required=True, secret=True),
-    Setting(
-        "REDIS_SSL_CERT_REQS",
-        "Check of the Redis server's TLS certificate on rediss:// URLs: required, optional"
-        " or none (Heroku Redis presents a self-signed one).",
-        default="required",
-        parse=_cert_reqs,
-    ),
-    Setting("PROLIFIC_CODE", "Completion code handed to participants.", required=True),
-    Setting(
-        "PROLIFIC_URL",
-        "Completion URL; empty: Prolific's standard URL with PROLIFIC_CODE.",
-        default="",
-    ),
-    Setting("PORT", "Port the web process listens on.", default="5000", parse=_int),
-    Setting(
-        "MAX_CONTENT_LENGTH",
-        "Largest request body in bytes (images travel inline as data URLs).",
-        default=str(8 * 1024 * 1024),
-        parse=_int,
-    ),
-    Setting(
-        "MAX_MESSAGES",
-        "Most messages one POST /chat may carry (the whole conversation so far).",
-        default="100",
-        parse=_int,
-    ),
-    Setting(
-        "MAX_MESSAGE_CHARS",
-        "Most characters in one message's content.",
-        default="20000",
-        parse=_int,
-    ),
-    Setting(
-        "MAX_TOTAL_CHARS",
-        "Most characters in all message contents of one POST /chat together.",
-        default="100000",
-        parse=_int,
-    ),
-    Setting(
-        "MAX_IMAGE_BYTES",
-        "Largest image (decoded bytes) a message may carry as a base64 data URL.",
-        default=str(5 * 1024 * 1024),
-        parse=_int,
-    ),
-    Setting(
-        "CHAT_RATE_LIMIT",
-        "Chat turns one client may start, e.g. `20/minute` (client: participantId, else IP);"
-        " empty: no limit.",
-        default="20/minute",
-        parse=_rate_limit,
-    ),
-    Setting(
-        "PROXY_FIX_X_FOR",
-        "Proxies in front of the app that append to X-Forwarded-For (Heroku: 1; none: 0).",
-        default="1",
-        parse=_int,
-    ),
-    Setting(
-        "PARTICIPANT_TOKEN_BUDGET",
-        "Most model tokens one participantId may spend; empty: no cap.",
-        default="",
-        parse=_optional_int,
-    ),
-    Setting(
-        "STUDY_TOKEN_BUDGET",
-        "Most model tokens all participants together may spend; empty: no cap.",
-        default="",
-        parse=_optional_int,
-    ),
-    Setting(
-        "ADMIN_TOKEN",
-        "Bearer token of the /admin pages (24+ characters); empty: /admin is off (404).",
-        default="",
-        parse=_admin_token,
-        secret=True,
-    ),
-    Setting(
-        "DEMO_PAGE",
-        "Serve the demo participant page at / (true/false); `make run` turns it on.",
-        default="false",
-        parse=_bool,
-    ),
-    Setting("RESULT_TTL_S", "Seconds an answer stays readable.", default="86400", parse=_int),
-    Setting("LLM_TIMEOUT_S", "Seconds one upstream call may take.", default="60", parse=_float),
-    Setting("LLM_MAX_RETRIES", "Retries of a failed upstream call.", default="4", parse=_int),
-    # 512: room for 2 s answers to ~220 participants polling, or 10 s answers to ~50; a
-    # waiting call costs a thread and ~0.1 MB (make bench: 450 in flight, worker 156 MB).
-    Setting(
-        "WORKER_CONCURRENCY",
-        "Jobs one worker process runs at once (model calls are I/O-bound).",
-        default="512",
-        parse=_int,
-    ),
-    Setting(
-        "WORKER_SHUTDOWN_GRACE_S",
-        "Seconds a stopping worker lets jobs finish before handing them back to the queue.",
-        default="20",
-        parse=_float,
-    ),
-    Setting(
-        "WORKER_HEARTBEAT_S",
-        "Seconds between heartbeats of running jobs; a job silent for 3 of them is rerun.",
-        default="5",
-        parse=_int,
-    ),
-    Setting(
-        "REDIS_MAX_CONNECTIONS",
-        "Redis connections one process may open (hosted plans cap clients; requests wait).",
-        default="50",
-        parse=_int,
-    ),
-    Setting("LOG_LEVEL", "Logging level of web and worker.", default="INFO"),
-)
+def _as_env_text(value: Any) -> str:
+    """A default as it is written in an environment file."""
+    if value is None:
+        return ""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
 
-BY_NAME: dict[str, Setting] = {setting.name: setting for setting in SETTINGS}
+
+def _describe(name: str) -> Setting:
+    field = Settings.model_fields[name]
+    extra = field.json_schema_extra if isinstance(field.json_schema_extra, dict) else {}
+    return Setting(
+        name=name,
+        doc=field.description or "",
+        default="" if field.is_required() else _as_env_text(field.default),
+        required=bool(extra.get("required_in_production")),
+        secret=bool(extra.get("secret")),
+    )
+
+
+SETTINGS: tuple[Setting, ...] = tuple(_describe(name) for name in Settings.model_fields)
 
 
 def load_dotenv_file(directory: Path | None = None) -> None:
@@ -237,32 +244,26 @@ def check_settings_or_exit() -> None:
         raise SystemExit(1) from None
 
 
-def load_settings(source: Mapping[str, Any] | None = None) -> dict[str, Any]:
-    """Read every setting from `source` (default: the environment), parsed, or refuse.
+def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:
+    """The settings from the environment, `overrides` winning, validated; or refuse.
 
-    Values that are already parsed (tests pass Python objects) are kept as they are.
+    A required setting that is blank counts as missing. Overrides may be text, as in the
+    environment, or already Python objects (tests pass both); other names are ignored.
     """
-    source = os.environ if source is None else source
-    missing = [s.name for s in SETTINGS if s.required and _is_blank(source.get(s.name))]
-    if missing:
-        raise MissingSettings(missing)
-    return {s.name: _parse(s, source.get(s.name, s.default)) for s in SETTINGS}
+    given = {k: v for k, v in (overrides or {}).items() if k in Settings.model_fields}
+    blank = [
+        s.name
+        for s in SETTINGS
+        if s.required and _is_blank(given.get(s.name, os.environ.get(s.name)))
+    ]
+    if blank:
+        raise MissingSettings(blank)
+    try:
+        return Settings(**given)
+    except ValidationError as error:
+        name = str(error.errors(include_input=False)[0]["loc"][0])
+        raise SettingError(f"Setting {name} has an invalid value.") from None
 
 
 def _is_blank(value: Any) -> bool:
     return value is None or (isinstance(value, str) and not value.strip())
-
-
-def _parse(setting: Setting, value: Any) -> Any:
-    if not isinstance(value, str):
-        return value
-    try:
-        return setting.parse(value)
-    except ValueError:
-        raise SettingError(f"Setting {setting.name} has an invalid value.") from None
-
-
-def prolific_url(settings: Mapping[str, Any]) -> str:
-    """The completion URL participants are sent to."""
-    code = settings["PROLIFIC_CODE"]
-    return settings["PROLIFIC_URL"] or f"https://app.prolific.com/submissions/complete?cc={code}"

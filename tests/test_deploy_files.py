@@ -40,6 +40,7 @@ GRACE_S = float(BY_NAME["WORKER_SHUTDOWN_GRACE_S"].default)
 HEROKU_PROVIDED = {
     "PORT": "Heroku's router assigns each web dyno its port",
     "REDIS_URL": "the heroku-redis add-on, attached as REDIS, sets REDIS_URL",
+    "WEB_CONCURRENCY": "Heroku sets it from the dyno's memory",
 }
 # Optional settings whose value differs from the default on purpose, and why.
 HEROKU_OVERRIDES = {

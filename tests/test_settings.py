@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from studychat.exceptions import MissingSettings, SettingError
-from studychat.settings import SETTINGS, load_settings, prolific_url
+from studychat.settings import SETTINGS, load_settings
 
 ENV_EXAMPLE = Path(__file__).resolve().parent.parent / ".env.example"
 REQUIRED = [s.name for s in SETTINGS if s.required]
@@ -29,10 +29,10 @@ def test_missing_settings_are_all_named():
 
 def test_defaults_and_parsing():
     settings = load_settings(complete_source())
-    assert settings["FRONTEND_URL"] == ["https://a.org", "https://b.org"]
-    assert settings["GPT_TOKEN_LIMIT"] == 1000
-    assert settings["RESULT_TTL_S"] == 86400
-    assert settings["DATABASE_NAME"] == "study"
+    assert settings.FRONTEND_URL == ["https://a.org", "https://b.org"]
+    assert settings.GPT_TOKEN_LIMIT == 1000
+    assert settings.RESULT_TTL_S == 86400
+    assert settings.DATABASE_NAME == "study"
 
 
 def test_invalid_number_names_the_setting_not_the_value():
@@ -43,9 +43,28 @@ def test_invalid_number_names_the_setting_not_the_value():
 
 def test_prolific_url_defaults_to_prolifics_completion_page():
     settings = load_settings(complete_source() | {"PROLIFIC_CODE": "ABC"})
-    assert prolific_url(settings) == "https://app.prolific.com/submissions/complete?cc=ABC"
-    custom = settings | {"PROLIFIC_URL": "https://example.org/done"}
-    assert prolific_url(custom) == "https://example.org/done"
+    assert settings.completion_url == "https://app.prolific.com/submissions/complete?cc=ABC"
+    custom = load_settings(complete_source() | {"PROLIFIC_URL": "https://example.org/done"})
+    assert custom.completion_url == "https://example.org/done"
+
+
+def test_a_secret_never_shows_in_the_settings_repr():
+    settings = load_settings(complete_source() | {"OPENAI_API_KEY": "sk-very-secret"})
+    assert "sk-very-secret" not in repr(settings)
+    assert "GPT_TOKEN_LIMIT=1000" in repr(settings)
+
+
+def test_text_from_the_environment_is_parsed_like_the_old_table(monkeypatch):
+    monkeypatch.setenv("STUDY_TOKEN_BUDGET", "")
+    monkeypatch.setenv("DEMO_PAGE", "Yes")
+    monkeypatch.setenv("REDIS_SSL_CERT_REQS", "NONE")
+    settings = load_settings(complete_source())
+    assert (settings.STUDY_TOKEN_BUDGET, settings.DEMO_PAGE) == (None, True)
+    assert settings.REDIS_SSL_CERT_REQS == "none"
+    with pytest.raises(SettingError, match="CHAT_RATE_LIMIT"):
+        load_settings(complete_source() | {"CHAT_RATE_LIMIT": "often"})
+    with pytest.raises(SettingError, match="ADMIN_TOKEN"):
+        load_settings(complete_source() | {"ADMIN_TOKEN": "short"})
 
 
 def test_env_example_documents_every_setting():

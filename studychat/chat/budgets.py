@@ -26,6 +26,7 @@ from typing import Any, TypeGuard
 from redis import Redis
 
 from studychat.chat.task_queue import job_timeout
+from studychat.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -113,9 +114,9 @@ class Caps:
     study: int | None
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> Caps:
+    def from_settings(cls, settings: Settings) -> Caps:
         """The caps named in `settings`."""
-        return cls(settings["PARTICIPANT_TOKEN_BUDGET"], settings["STUDY_TOKEN_BUDGET"])
+        return cls(settings.PARTICIPANT_TOKEN_BUDGET, settings.STUDY_TOKEN_BUDGET)
 
     @property
     def any(self) -> bool:
@@ -141,7 +142,7 @@ def provisional_charge(messages: Sequence[Mapping[str, Any]], token_limit: int) 
     return prompt + framing + TOKENS_PER_IMAGE * images + token_limit
 
 
-def hold_seconds(settings: Mapping[str, Any]) -> int:
+def hold_seconds(settings: Settings) -> int:
     """How long a hold counts before it lapses: as long as a job may run."""
     return job_timeout(settings)
 
@@ -244,9 +245,9 @@ def admit_chat(
     job_id: str,
     participant_id: str | None,
     messages: Sequence[Mapping[str, Any]],
-    settings: Mapping[str, Any],
+    settings: Settings,
 ) -> str | None:
     """Admit one chat turn under the caps of `settings`, or name the budget that is spent."""
-    charge = provisional_charge(messages, settings["GPT_TOKEN_LIMIT"])
+    charge = provisional_charge(messages, settings.GPT_TOKEN_LIMIT)
     caps = Caps.from_settings(settings)
     return admit(connection, job_id, participant_id, charge, caps, hold_seconds(settings))

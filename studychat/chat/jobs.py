@@ -6,7 +6,8 @@ import json
 import logging
 import time
 from collections.abc import Callable
-from functools import cache, partial
+from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import openai
@@ -18,36 +19,47 @@ from studychat.chat import answer_stream, budgets, job_metrics, llm_client
 from studychat.chat.outcomes import has_outcome, store_outcome, success_body
 from studychat.exceptions import ModelCallFailed
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
-from studychat.settings import load_settings
+from studychat.settings import Settings, load_settings
 from studychat.store import chat_log
 
 logger = logging.getLogger(__name__)
 
 
-@cache
-def worker_settings() -> dict[str, Any]:
-    """The worker process's settings, read once."""
-    return load_settings()
+@dataclass(frozen=True)
+class JobContext:
+    """What every chat job of one worker process shares: its settings and model client."""
+
+    settings: Settings
+    model: openai.OpenAI
 
 
-@cache
-def model_client() -> openai.OpenAI:
-    """The worker process's one OpenAI client, shared by every job."""
-    return llm_client.make_client(worker_settings())
+_context: JobContext | None = None
+
+
+def init_jobs(settings: Settings) -> None:
+    """Give this process's chat jobs their settings and one model client (worker.main)."""
+    global _context
+    _context = JobContext(settings, llm_client.make_client(settings))
+
+
+def job_context() -> JobContext:
+    """The context init_jobs gave; a worker started another way (`rq worker`) reads its own."""
+    if _context is None:
+        init_jobs(load_settings())
+    assert _context is not None
+    return _context
 
 
 def run_chat(
     messages: list[dict], participant_id: str | None = None, stream: bool = False
 ) -> dict[str, Any]:
     """Ask the model for the next turn; store the answer and its transcript entry together."""
-    settings = worker_settings()
+    settings = job_context().settings
     job = running_job()
     if has_outcome(job.connection, job.id):
         # Run again after its worker died between answering and bookkeeping: keep the answer.
         return {"recovered": True}
-    request = llm_client.build_request(
-        messages, settings["GPT_VERSION"], settings["GPT_TOKEN_LIMIT"]
-    )
+    request = llm_client.build_request(messages, settings.GPT_VERSION, settings.GPT_TOKEN_LIMIT)
     called = time.monotonic()
     try:
         completion = _call_model(job, request, stream)
@@ -110,10 +122,10 @@ def when_redis_is_up(write: Callable[[], object]) -> None:
 def _call_model(job: Job, request: dict[str, Any], stream: bool) -> llm_client.Completion:
     """The model's answer; streamed piece by piece to readers of GET /stream when asked."""
     if not stream:
-        return llm_client.complete(model_client(), request)
+        return llm_client.complete(job_context().model, request)
     publisher = answer_stream.PiecePublisher(job.connection, job.id)
     try:
-        return llm_client.complete_streaming(model_client(), request, publisher.add)
+        return llm_client.complete_streaming(job_context().model, request, publisher.add)
     finally:
         publisher.flush()
 
@@ -133,15 +145,16 @@ def _finish(
         job,
         "finished" if code == 200 else "failed",
         response,
-        model=completion.model if completion else worker_settings()["GPT_VERSION"],
+        model=completion.model if completion else job_context().settings.GPT_VERSION,
         usage=completion.usage if completion else None,
         attempts=completion.attempts if completion else attempts,
         error=error,
         endedAt=chat_log.utcnow_iso(),
     )
     with job.connection.pipeline(transaction=True) as pipeline:
-        store_outcome(pipeline, job.id, code, body, worker_settings()["RESULT_TTL_S"])
-        answer_stream.mark_ended(pipeline, job.id, worker_settings()["RESULT_TTL_S"])
+        ttl = job_context().settings.RESULT_TTL_S
+        store_outcome(pipeline, job.id, code, body, ttl)
+        answer_stream.mark_ended(pipeline, job.id, ttl)
         chat_log.add_entry(pipeline, entry)
         job_metrics.record_job(
             pipeline, job, code == 200, upstream_s, entry["attempts"], entry["usage"]

@@ -12,6 +12,7 @@ import httpx2 as httpx
 import openai
 
 from studychat.exceptions import ModelCallFailed
+from studychat.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,13 +61,13 @@ def build_request(messages: Sequence[Mapping[str, Any]], model: str, token_limit
     }
 
 
-def make_client(settings: Mapping[str, Any]) -> openai.OpenAI:
+def make_client(settings: Settings) -> openai.OpenAI:
     """One OpenAI client per process, bounded by the timeout and retry settings."""
     return openai.OpenAI(
-        api_key=settings["OPENAI_API_KEY"],
-        base_url=settings["OPENAI_BASE_URL"] or None,
-        timeout=settings["LLM_TIMEOUT_S"],
-        max_retries=settings["LLM_MAX_RETRIES"],
+        api_key=settings.OPENAI_API_KEY,
+        base_url=settings.OPENAI_BASE_URL or None,
+        timeout=settings.LLM_TIMEOUT_S,
+        max_retries=settings.LLM_MAX_RETRIES,
     )
 
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Mapping
 from typing import Any
 
 from redis import BlockingConnectionPool, Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
+
+from studychat.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -46,10 +47,10 @@ def make_queue(connection: Redis) -> Queue:
     return Queue(QUEUE_NAME, connection=connection, serializer=SERIALIZER)
 
 
-def job_timeout(settings: Mapping[str, Any]) -> int:
+def job_timeout(settings: Settings) -> int:
     """Seconds a chat job may run: every attempt at its timeout, plus backoff between them."""
-    attempts = settings["LLM_MAX_RETRIES"] + 1
-    return int(attempts * settings["LLM_TIMEOUT_S"] + attempts * 65)
+    attempts = settings.LLM_MAX_RETRIES + 1
+    return int(attempts * settings.LLM_TIMEOUT_S + attempts * 65)
 
 
 def new_job_id() -> str:
@@ -61,7 +62,7 @@ def enqueue_chat(
     queue: Queue,
     messages: list[dict],
     participant_id: str | None,
-    settings: Mapping[str, Any],
+    settings: Settings,
     job_id: str | None = None,
     stream: bool = False,
 ) -> str:
@@ -74,7 +75,7 @@ def enqueue_chat(
         kwargs=kwargs,
         job_id=job_id,
         job_timeout=job_timeout(settings),
-        result_ttl=settings["RESULT_TTL_S"],
-        failure_ttl=settings["RESULT_TTL_S"],
+        result_ttl=settings.RESULT_TTL_S,
+        failure_ttl=settings.RESULT_TTL_S,
     )
     return job.id

@@ -78,8 +78,8 @@ def export_command(collection: str, output_format: str, out: Path | None) -> Non
             "and FILE-tasks.csv is written beside it."
         )
     settings = services().settings
-    client = export_client(settings["DATABASE_URL"])
-    source = client[settings["DATABASE_NAME"]][collection].with_options(codec_options=CODEC_OPTIONS)
+    client = export_client(settings.DATABASE_URL)
+    source = client[settings.DATABASE_NAME][collection].with_options(codec_options=CODEC_OPTIONS)
     try:
         count = run_export(source, output_format, out)
     except PyMongoError as error:

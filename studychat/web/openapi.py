@@ -42,6 +42,7 @@ from studychat.web.schemas import (
     bounded_models,
     storable_json_schema,
 )
+from studychat.web.services import services
 
 logger = logging.getLogger(__name__)
 
@@ -248,7 +249,7 @@ def all_paths(app: Flask) -> dict[str, Any]:
     """
     described = {**contract_paths(), **contributed_paths(app)}
     paths = {**described, **undescribed_paths(app, described)}
-    if app.config["ADMIN_TOKEN"]:
+    if services(app).settings.ADMIN_TOKEN:
         return paths
     return {path: item for path, item in paths.items() if not is_admin_path(path)}
 
@@ -260,7 +261,7 @@ def build_document(app: Flask) -> dict[str, Any]:
         "info": {"title": TITLE, "version": VERSION},
         "paths": all_paths(app),
         "components": {
-            "schemas": component_schemas(RequestLimits.from_settings(app.config)),
+            "schemas": component_schemas(RequestLimits.from_settings(services(app).settings)),
             "securitySchemes": {"adminToken": {"type": "http", "scheme": "bearer"}},
         },
     }

@@ -14,8 +14,6 @@ Routes without a limit never touch the limiter's storage, so /save and
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from flask import Flask, Response, request
 from flask_limiter import Limiter, RateLimitExceeded
@@ -23,6 +21,7 @@ from redis import Redis
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from studychat.exceptions import BadRequest
+from studychat.settings import Settings
 from studychat.web.errors import error_response
 from studychat.web.schemas import is_unicode, json_body
 
@@ -60,10 +59,10 @@ def trust_proxies(app: Flask, hops: int) -> None:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops)  # type: ignore[method-assign]
 
 
-def init_rate_limits(app: Flask, settings: Mapping[str, Any], connection: Redis) -> None:
+def init_rate_limits(app: Flask, settings: Settings, connection: Redis) -> None:
     """Limit the chat route to CHAT_RATE_LIMIT per client, with JSON 429 answers."""
     app.register_error_handler(RateLimitExceeded, handle_rate_limited)
-    limit = settings["CHAT_RATE_LIMIT"]
+    limit = settings.CHAT_RATE_LIMIT
     if not limit:
         return
     # Registered before the limiter's own hook, so it runs after it (Flask runs them reversed).
@@ -71,7 +70,7 @@ def init_rate_limits(app: Flask, settings: Mapping[str, Any], connection: Redis)
     limiter = Limiter(
         key_func=client_key,
         app=app,
-        storage_uri=settings["REDIS_URL"],
+        storage_uri=settings.REDIS_URL,
         # The app's own pool: the same timeouts and TLS settings as every other Redis call.
         # (limits takes any redis-py option; flask-limiter's annotation names str and int only)
         storage_options={"connection_pool": connection.connection_pool},  # type: ignore[dict-item]

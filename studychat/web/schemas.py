@@ -11,12 +11,11 @@ validation context.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, Literal, TypeVar
 
-from flask import current_app, request
+from flask import request
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -35,6 +34,8 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from studychat.exceptions import BadRequest
+from studychat.settings import Settings
+from studychat.web.services import services
 
 Model = TypeVar("Model", bound=BaseModel)
 
@@ -81,13 +82,13 @@ class RequestLimits:
     max_image_bytes: int
 
     @classmethod
-    def from_settings(cls, settings: Mapping[str, Any]) -> RequestLimits:
+    def from_settings(cls, settings: Settings) -> RequestLimits:
         """The limits named in `settings`."""
         return cls(
-            max_messages=settings["MAX_MESSAGES"],
-            max_message_chars=settings["MAX_MESSAGE_CHARS"],
-            max_total_chars=settings["MAX_TOTAL_CHARS"],
-            max_image_bytes=settings["MAX_IMAGE_BYTES"],
+            max_messages=settings.MAX_MESSAGES,
+            max_message_chars=settings.MAX_MESSAGE_CHARS,
+            max_total_chars=settings.MAX_TOTAL_CHARS,
+            max_image_bytes=settings.MAX_IMAGE_BYTES,
         )
 
 
@@ -325,7 +326,7 @@ def bounded_models(limits: RequestLimits) -> dict[type[BaseModel], type[BaseMode
 
 def current_limits() -> RequestLimits:
     """The limits of the app serving this request."""
-    return RequestLimits.from_settings(current_app.config)
+    return RequestLimits.from_settings(services().settings)
 
 
 def parse_body(model: type[Model]) -> Model:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from flask import Flask, current_app
 from pymongo import MongoClient
@@ -13,6 +11,7 @@ from redis import Redis
 from rq import Queue
 
 from studychat.chat.task_queue import make_queue, make_redis
+from studychat.settings import Settings
 from studychat.store.database import make_mongo_client
 
 EXTENSION_KEY = "study_chat"
@@ -22,33 +21,33 @@ EXTENSION_KEY = "study_chat"
 class Services:
     """Clients shared by every request of one web process."""
 
-    settings: Mapping[str, Any]
+    settings: Settings
     redis: Redis
     queue: Queue
     mongo: MongoClient
     db: Database
 
 
-def init_services(app: Flask, settings: Mapping[str, Any]) -> Services:
+def init_services(app: Flask, settings: Settings) -> Services:
     """Create the clients once and attach them to `app`."""
     connection = make_redis(
-        settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"], settings["REDIS_MAX_CONNECTIONS"]
+        settings.REDIS_URL, settings.REDIS_SSL_CERT_REQS, settings.REDIS_MAX_CONNECTIONS
     )
-    mongo = make_mongo_client(settings["DATABASE_URL"])
+    mongo = make_mongo_client(settings.DATABASE_URL)
     made = Services(
         settings=settings,
         redis=connection,
         queue=make_queue(connection),
         mongo=mongo,
-        db=mongo[settings["DATABASE_NAME"]],
+        db=mongo[settings.DATABASE_NAME],
     )
     app.extensions[EXTENSION_KEY] = made
     return made
 
 
-def services() -> Services:
-    """The current app's clients."""
-    return current_app.extensions[EXTENSION_KEY]
+def services(app: Flask | None = None) -> Services:
+    """The clients and settings of `app`, by default the current one."""
+    return (app or current_app).extensions[EXTENSION_KEY]
 
 
 def close_services(app: Flask) -> None:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-from collections.abc import Mapping
-from typing import Any
 
 from redis import Redis
 from rq import Worker, get_current_job
@@ -19,7 +17,7 @@ from studychat.chat import jobs
 from studychat.chat.task_queue import QUEUE_NAME, SERIALIZER, make_redis
 from studychat.logging_setup import configure_logging, set_context_source
 from studychat.outage_watch import wait_for_redis
-from studychat.settings import check_settings_or_exit, load_settings
+from studychat.settings import Settings, check_settings_or_exit, load_settings
 from studychat.store.chat_log import ChatLogShipper
 from studychat.store.database import make_mongo_client
 from studychat.worker.concurrent_worker import ConcurrentWorker
@@ -27,7 +25,7 @@ from studychat.worker.concurrent_worker import ConcurrentWorker
 logger = logging.getLogger(__name__)
 
 
-def build_worker(settings: Mapping[str, Any], connection: Redis, stock: bool) -> BaseWorker:
+def build_worker(settings: Settings, connection: Redis, stock: bool) -> BaseWorker:
     """The worker that serves the chat queue."""
     # log_job_description=False: RQ's description of a job quotes the participant's message.
     if stock:
@@ -39,9 +37,9 @@ def build_worker(settings: Mapping[str, Any], connection: Redis, stock: bool) ->
         connection=connection,
         serializer=SERIALIZER,
         log_job_description=False,
-        concurrency=settings["WORKER_CONCURRENCY"],
-        job_monitoring_interval=settings["WORKER_HEARTBEAT_S"],
-        shutdown_grace_s=settings["WORKER_SHUTDOWN_GRACE_S"],
+        concurrency=settings.WORKER_CONCURRENCY,
+        job_monitoring_interval=settings.WORKER_HEARTBEAT_S,
+        shutdown_grace_s=settings.WORKER_SHUTDOWN_GRACE_S,
     )
 
 
@@ -51,19 +49,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stock", action="store_true", help="run RQ's stock worker")
     args = parser.parse_args(argv)
     check_settings_or_exit()
-    configure_logging()
-    set_context_source("job_id", current_job_id)
     settings = load_settings()
-    jobs.model_client()  # built before any job runs, so that all jobs share it
+    configure_logging(settings.LOG_LEVEL)
+    set_context_source("job_id", current_job_id)
+    jobs.init_jobs(settings)  # before any job runs, so that all jobs share one model client
     connection = make_redis(
-        settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"], settings["REDIS_MAX_CONNECTIONS"]
+        settings.REDIS_URL, settings.REDIS_SSL_CERT_REQS, settings.REDIS_MAX_CONNECTIONS
     )
     # RQ's worker talks to Redis as it is built: a worker started during an outage waits.
     wait_for_redis(connection, "starting the worker")
     worker = build_worker(settings, connection, args.stock)
     shipper = start_chat_log_shipper(settings, connection, worker.name)
     logger.info("worker started: %s on queue %s", type(worker).__name__, QUEUE_NAME)
-    worker.work(logging_level=settings["LOG_LEVEL"])
+    worker.work(logging_level=settings.LOG_LEVEL)
     shipper.stop()
     return 0
 
@@ -74,11 +72,9 @@ def current_job_id() -> str | None:
     return job.id if job is not None else None
 
 
-def start_chat_log_shipper(
-    settings: Mapping[str, Any], connection: Redis, name: str
-) -> ChatLogShipper:
+def start_chat_log_shipper(settings: Settings, connection: Redis, name: str) -> ChatLogShipper:
     """Ship this process's chat transcripts to MongoDB in the background."""
-    db = make_mongo_client(settings["DATABASE_URL"])[settings["DATABASE_NAME"]]
+    db = make_mongo_client(settings.DATABASE_URL)[settings.DATABASE_NAME]
     shipper = ChatLogShipper(connection, db, consumer=name)
     shipper.start()
     return shipper

@@ -10,9 +10,12 @@ import pytest
 
 from studychat.chat import llm_client
 from studychat.exceptions import ModelCallFailed
+from studychat.settings import load_settings
 from tests.support.upstream import control
 
 SETTINGS = {"OPENAI_API_KEY": "sk-test", "LLM_TIMEOUT_S": 5.0, "LLM_MAX_RETRIES": 1}
+REQUIRED = {"GPT_VERSION": "m", "FRONTEND_URL": "https://a.org", "DATABASE_URL": "mongodb://x"}
+REQUIRED |= {"REDIS_URL": "redis://x", "PROLIFIC_CODE": "C"}
 
 
 def test_plain_message_passes_through():
@@ -45,7 +48,8 @@ def test_token_cap_parameter_by_model(model, parameter):
 
 
 def client_for(upstream, **overrides) -> openai.OpenAI:
-    return llm_client.make_client({**SETTINGS, "OPENAI_BASE_URL": upstream.base_url, **overrides})
+    settings = {**REQUIRED, **SETTINGS, "OPENAI_BASE_URL": upstream.base_url, **overrides}
+    return llm_client.make_client(load_settings(settings))
 
 
 def test_reasoning_model_gets_its_cap_accepted(upstream):

@@ -15,10 +15,11 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Flask, current_app, request
+from flask import Flask, request
 
 from studychat.web.admin import session as admin_session
 from studychat.web.errors import error_response
+from studychat.web.services import services
 
 logger = logging.getLogger(__name__)
 
@@ -49,7 +50,7 @@ def token_matches(presented: str | None, expected: str) -> bool:
 
 def require_admin():
     """A before_request hook: None to let an admin through, else the 404 or 401 answer."""
-    expected = current_app.config.get("ADMIN_TOKEN")
+    expected = services().settings.ADMIN_TOKEN
     if not expected:
         return error_response(404, f"There is no route {request.path}; see the API in README.")
     if is_open_request():

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
-from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import rq_dashboard
@@ -28,6 +26,7 @@ from rq.exceptions import NoSuchJobError
 from rq.job import validate_job_id
 
 from studychat.chat.task_queue import SERIALIZER
+from studychat.settings import Settings
 from studychat.web.errors import error_response
 from studychat.web.services import services
 
@@ -117,11 +116,11 @@ def sign_inline_script(response: Response) -> Response:
     return response
 
 
-def mount_rq_dashboard(app: Flask, settings: Mapping[str, Any]) -> None:
+def mount_rq_dashboard(app: Flask, settings: Settings) -> None:
     """Serve rq-dashboard at URL_PREFIX on `app`, on the app's Redis, reading JSON jobs."""
     app.config.from_object(rq_dashboard.default_settings)
     app.config["RQ_DASHBOARD_REDIS_URL"] = dashboard_redis_url(
-        settings["REDIS_URL"], settings["REDIS_SSL_CERT_REQS"]
+        settings.REDIS_URL, settings.REDIS_SSL_CERT_REQS
     )
     # The dashboard keeps its serializer in a module-wide setting; ours is the only one.
     rq_dashboard.web.config.serializer = SERIALIZER

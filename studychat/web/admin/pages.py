@@ -100,7 +100,7 @@ def page():
 @bp.post("/login")
 def login():
     """Start a browser session for the admin token sent as JSON `{"token": ...}`."""
-    expected = services().settings["ADMIN_TOKEN"]
+    expected = services().settings.ADMIN_TOKEN
     body = json_body()
     token = body.get("token") if isinstance(body, dict) else None
     if not isinstance(token, str) or not token:

@@ -14,6 +14,7 @@ from flask import Blueprint, Flask, Response
 
 from studychat import STATIC_DIR
 from studychat.web.security_headers import html_headers
+from studychat.web.services import services
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,6 @@ def page_headers(response: Response) -> Response:
 
 def register_demo_page(app: Flask) -> None:
     """Serve the demo page on `app` when its DEMO_PAGE setting is true."""
-    if app.config["DEMO_PAGE"]:
+    if services(app).settings.DEMO_PAGE:
         app.register_blueprint(bp)
         logger.info("demo participant page served at /")

@@ -47,7 +47,7 @@ def healthz():
 def readyz():
     """200 when Redis, MongoDB and a chat worker are all up, else 503 naming what is not."""
     made = services()
-    probe = probe_redis(made.settings["REDIS_URL"], made.settings["REDIS_SSL_CERT_REQS"])
+    probe = probe_redis(made.settings.REDIS_URL, made.settings.REDIS_SSL_CERT_REQS)
     try:
         checks = run_checks(
             {

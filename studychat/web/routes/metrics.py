@@ -148,7 +148,7 @@ def budget_families(spending: budgets.Spending) -> Iterator:
 def metrics():
     """The Prometheus text exposition of every metric."""
     made = services()
-    expected = made.settings["ADMIN_TOKEN"]
+    expected = made.settings.ADMIN_TOKEN
     if expected and not is_admin_request(expected):
         return error_response(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="admin"'})
     registry = scrape_registry()

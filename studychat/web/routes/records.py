@@ -6,7 +6,6 @@ import logging
 
 from flask import Blueprint, Response, jsonify
 
-from studychat.settings import prolific_url
 from studychat.store.database import has_participated, save_participant_record
 from studychat.web.schemas import CheckParticipationRequest, SaveRequest, parse_body
 from studychat.web.services import services
@@ -29,7 +28,7 @@ def save():
         return Response(status=304)
     settings = made.settings
     return jsonify(
-        message="OK", prolificCode=settings["PROLIFIC_CODE"], prolificUrl=prolific_url(settings)
+        message="OK", prolificCode=settings.PROLIFIC_CODE, prolificUrl=settings.completion_url
     ), 201
 
 
