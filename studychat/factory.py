@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,8 +23,6 @@ from studychat.web.routes import chat, health, metrics, records, stream
 from studychat.web.routes.demo import register_demo_page
 from studychat.web.security_headers import install_security_headers
 from studychat.web.services import init_services
-
-logger = logging.getLogger(__name__)
 
 
 def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:

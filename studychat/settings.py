@@ -10,7 +10,6 @@ the missing ones at once.
 
 from __future__ import annotations
 
-import logging
 import os
 import sys
 from collections.abc import Mapping
@@ -24,8 +23,6 @@ from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from studychat.exceptions import MissingSettings, SettingError
-
-logger = logging.getLogger(__name__)
 
 # An admin token shorter than this could be guessed; `openssl rand -hex 32` makes a good one.
 MIN_ADMIN_TOKEN_LENGTH = 24

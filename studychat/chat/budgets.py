@@ -17,7 +17,6 @@ which is fine on a single Redis server (Heroku, DigitalOcean) but not on Redis C
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -27,8 +26,6 @@ from redis import Redis
 
 from studychat.chat.task_queue import job_timeout
 from studychat.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 STUDY_SPENT = "budget:study:spent"
 STUDY_HELD = "budget:study:held"

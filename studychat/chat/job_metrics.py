@@ -14,7 +14,6 @@ and its chart.
 
 from __future__ import annotations
 
-import logging
 import math
 import time
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,8 +26,6 @@ from redis.client import Pipeline
 from rq.job import Job
 
 from studychat.chat.budgets import usage_tokens
-
-logger = logging.getLogger(__name__)
 
 TOTALS_KEY = "metrics:jobs"
 MINUTE_PREFIX = "metrics:minute:"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -13,8 +12,6 @@ import openai
 
 from studychat.exceptions import ModelCallFailed
 from studychat.settings import Settings
-
-logger = logging.getLogger(__name__)
 
 CHAT_COMPLETIONS = "/chat/completions"
 # The header in which the client tells the server how many times it retried this request:

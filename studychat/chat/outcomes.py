@@ -10,11 +10,12 @@ from dataclasses import dataclass
 
 from redis import Redis
 from redis.client import Pipeline
-from rq.job import Job
+from rq.job import Job, JobStatus
 
 OUTCOME_PREFIX = "chat:outcome:"
-# RQ statuses of a job that ended without storing an outcome.
-FAILED_STATUSES = frozenset({"failed", "stopped", "canceled"})
+# RQ statuses of a job that ended without storing an outcome, and of any job that ended.
+FAILED_STATUSES = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
+ENDED_STATUSES = FAILED_STATUSES | {JobStatus.FINISHED}
 
 
 @dataclass(frozen=True)

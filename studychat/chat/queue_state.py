@@ -6,7 +6,6 @@ stale, in two round trips whatever the number of workers.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass
 
 from redis import Redis
@@ -14,8 +13,6 @@ from rq.registry import StartedJobRegistry
 from rq.worker_registration import WORKERS_BY_QUEUE_KEY
 
 from studychat.chat.task_queue import QUEUE_NAME, make_queue
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import uuid
 from typing import Any
 
@@ -12,12 +11,15 @@ from rq.serializers import JSONSerializer
 
 from studychat.settings import Settings
 
-logger = logging.getLogger(__name__)
-
 QUEUE_NAME = "chat"
 # Job arguments and results are plain JSON: readable in any dashboard, never unpickled.
 SERIALIZER = JSONSerializer
 CHAT_JOB = "studychat.chat.jobs.run_chat"
+
+
+def tls_options(url: str, ssl_cert_reqs: str) -> dict[str, str]:
+    """The certificate check of a rediss:// URL; nothing for plain redis:// (refused there)."""
+    return {"ssl_cert_reqs": ssl_cert_reqs} if url.startswith("rediss://") else {}
 
 
 def make_redis(url: str, ssl_cert_reqs: str = "required", max_connections: int = 50) -> Redis:
@@ -28,7 +30,7 @@ def make_redis(url: str, ssl_cert_reqs: str = "required", max_connections: int =
     `ssl_cert_reqs` (required, optional, none) applies to rediss:// URLs only: redis-py
     refuses the option on plain connections. Heroku Redis needs none (self-signed).
     """
-    tls = {"ssl_cert_reqs": ssl_cert_reqs} if url.startswith("rediss://") else {}
+    tls = tls_options(url, ssl_cert_reqs)
     pool = BlockingConnectionPool.from_url(
         url,
         max_connections=max_connections,

@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
-import logging
 import os
 import sys
 from collections.abc import Callable, Iterable, Iterator
@@ -39,8 +38,6 @@ from studychat.export.csv_rows import (
 from studychat.export.extended_json import CODEC_OPTIONS, document_line
 from studychat.store.database import CHAT_LOG_COLLECTION, DATA_COLLECTION
 from studychat.web.services import services
-
-logger = logging.getLogger(__name__)
 
 COLLECTIONS = (DATA_COLLECTION, CHAT_LOG_COLLECTION)
 # Documents per cursor batch: bounds memory (a record with images can be megabytes).

@@ -19,7 +19,6 @@ a multi-part message content, a list answer) as compact JSON text.
 
 from __future__ import annotations
 
-import logging
 import math
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -29,8 +28,6 @@ from typing import Any
 from bson import DatetimeMS, ObjectId
 
 from studychat.export.extended_json import datetime_to_ms, dumps, iso_date_ms
-
-logger = logging.getLogger(__name__)
 
 MESSAGE_COLUMNS = ["participantId", "condition", "savedAt", "turn", "role", "content"]
 PARTICIPANT_COLUMNS = ["participantId", "condition", "savedAt"]

@@ -30,7 +30,6 @@ string, null and a DBRef document, and are written as those.
 from __future__ import annotations
 
 import base64
-import logging
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -43,8 +42,6 @@ from bson import Binary, Code, DatetimeMS, Decimal128, Int64, MaxKey, MinKey, Ob
 from bson.codec_options import CodecOptions, DatetimeConversion
 from bson.dbref import DBRef
 from bson.timestamp import Timestamp
-
-logger = logging.getLogger(__name__)
 
 CODEC_OPTIONS: CodecOptions = CodecOptions(
     document_class=dict,

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import MongoClient
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
-
-logger = logging.getLogger(__name__)
 
 # One document per participant, keyed by participantId.
 DATA_COLLECTION = "data"

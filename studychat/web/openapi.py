@@ -13,7 +13,6 @@ route the app serves.
 from __future__ import annotations
 
 import importlib
-import logging
 import re
 from collections.abc import Mapping
 from typing import Any
@@ -43,8 +42,6 @@ from studychat.web.schemas import (
     storable_json_schema,
 )
 from studychat.web.services import services
-
-logger = logging.getLogger(__name__)
 
 bp = Blueprint("openapi", __name__)
 

@@ -13,8 +13,6 @@ Routes without a limit never touch the limiter's storage, so /save and
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, Response, request
 from flask_limiter import Limiter, RateLimitExceeded
 from redis import Redis
@@ -23,9 +21,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from studychat.exceptions import BadRequest
 from studychat.settings import Settings
 from studychat.web.errors import error_response
-from studychat.web.schemas import is_unicode, json_body
-
-logger = logging.getLogger(__name__)
+from studychat.web.schemas import MAX_ID_CHARS, is_unicode, json_body
 
 # Prefix of the limiter's Redis keys (the `limits` library adds its own "LIMITS:").
 KEY_PREFIX = "ratelimit"
@@ -37,7 +33,6 @@ RATE_LIMIT_HEADERS = [
     "X-RateLimit-Remaining",
     "X-RateLimit-Reset",
 ]
-MAX_KEYED_ID = 200
 
 
 def client_key() -> str:
@@ -47,7 +42,7 @@ def client_key() -> str:
     except BadRequest:  # a body too deep to parse: the route itself answers 400
         body = None
     participant_id = body.get("participantId") if isinstance(body, dict) else None
-    keyed = isinstance(participant_id, str) and 0 < len(participant_id) <= MAX_KEYED_ID
+    keyed = isinstance(participant_id, str) and 0 < len(participant_id) <= MAX_ID_CHARS
     if keyed and is_unicode(str(participant_id)):
         return f"participant:{participant_id}"
     return "ip:" + (request.remote_addr or "unknown")

@@ -7,15 +7,12 @@ the router's log and the app's log lines name the same request.
 
 from __future__ import annotations
 
-import logging
 import re
 import uuid
 
 from flask import Flask, Response, g, has_request_context, request, request_started
 
 from studychat.logging_setup import set_context_source
-
-logger = logging.getLogger(__name__)
 
 HEADER = "X-Request-ID"
 # Heroku sends a UUID; other proxies other tokens. Anything else (too long, spaces, quotes,

@@ -11,7 +11,6 @@ live in Redis (job_metrics.py).
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 
@@ -23,8 +22,6 @@ from prometheus_client import (
     disable_created_metrics,
     multiprocess,
 )
-
-logger = logging.getLogger(__name__)
 
 # The `_created` series (when each label set first appeared) double the output for nothing
 # a dashboard uses; multiprocess mode omits them anyway.

@@ -68,7 +68,9 @@ INT64 = range(-(2**63), 2**63)
 # Longest long poll of /check_response: below the 30 s after which routers (Heroku) cut.
 MAX_WAIT_S = 25
 
-NonEmptyId = Annotated[StrictStr, Field(min_length=1, max_length=200)]
+# The longest id a client may send (participantId, a query's participantId), everywhere.
+MAX_ID_CHARS = 200
+NonEmptyId = Annotated[StrictStr, Field(min_length=1, max_length=MAX_ID_CHARS)]
 JobId = Annotated[StrictStr, Field(pattern=JOB_ID_PATTERN)]
 
 

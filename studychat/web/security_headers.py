@@ -7,11 +7,7 @@ with `html_headers()`, and keeps it.
 
 from __future__ import annotations
 
-import logging
-
 from flask import Flask, Response
-
-logger = logging.getLogger(__name__)
 
 # A JSON answer loads nothing, runs nothing and may not be framed.
 JSON_CSP = "default-src 'none'; frame-ancestors 'none'"

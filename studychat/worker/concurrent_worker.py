@@ -16,6 +16,9 @@ thread pool while keeping RQ's bookkeeping intact:
   carries on when Redis is back, and the outage is logged once when it starts and once
   when it ends (see outage_watch). A worker that finds itself gone from a Redis that came
   back empty registers again.
+
+It builds on RQ's worker internals; every one it touches is listed in rq_internals,
+where a contract test per entry catches an RQ upgrade that changes it.
 """
 
 from __future__ import annotations

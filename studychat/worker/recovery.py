@@ -20,13 +20,14 @@ from rq.job import Job, JobStatus
 from rq.queue import Queue
 from rq.utils import as_text, parse_composite_key
 
+from studychat.chat.outcomes import ENDED_STATUSES
+
 logger = logging.getLogger(__name__)
 
 # A job that brings its worker down this many times is failed, not retried forever.
 MAX_RECOVERIES = 3
 # Seconds a job may sit between queue and started registry before it counts as lost.
 STUCK_AFTER_S = 10
-ENDED = {JobStatus.FINISHED, JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED}
 
 
 def utcnow() -> datetime:
@@ -76,7 +77,7 @@ def _requeue_stuck_in_intermediate(queue: Queue, connection: Redis) -> list[str]
 def _requeue(queue: Queue, job_id: str, reason: str) -> bool:
     """Put a claimed job back at the front of its queue, or fail it after MAX_RECOVERIES."""
     job = queue.fetch_job(job_id)
-    if job is None or job.get_status(refresh=False) in ENDED:
+    if job is None or job.get_status(refresh=False) in ENDED_STATUSES:
         return False
     recoveries = int(job.meta.get("recoveries", 0)) + 1
     job.meta["recoveries"] = recoveries

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hmac
 import logging
 
-from flask import Flask, request
+from flask import Flask, Response, request
 
 from studychat.web.admin import session as admin_session
 from studychat.web.errors import error_response
@@ -27,6 +27,11 @@ ADMIN_PREFIX = "/admin"
 UNAUTHORIZED = "This admin page needs the header Authorization: Bearer <ADMIN_TOKEN>."
 # The routes that start and end a browser's session.
 OPEN_PATHS = frozenset({ADMIN_PREFIX + "/login", ADMIN_PREFIX + "/logout"})
+
+
+def unauthorized(message: str) -> tuple[Response, int, dict[str, str]]:
+    """401 with the challenge HTTP requires, naming the bearer scheme."""
+    return error_response(401, message, {"WWW-Authenticate": 'Bearer realm="admin"'})
 
 
 def is_admin_path(path: str) -> bool:
@@ -57,7 +62,7 @@ def require_admin():
         return None
     if not is_admin_request(expected):
         logger.warning("admin request refused: %s %s", request.method, request.path)
-        return error_response(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="admin"'})
+        return unauthorized(UNAUTHORIZED)
     return None
 
 

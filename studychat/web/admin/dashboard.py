@@ -13,7 +13,6 @@ answer: markup smuggled into a message (`<img onerror=...>`) cannot run.
 
 from __future__ import annotations
 
-import logging
 import secrets
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
@@ -25,12 +24,10 @@ from rq import Queue
 from rq.exceptions import NoSuchJobError
 from rq.job import validate_job_id
 
-from studychat.chat.task_queue import SERIALIZER
+from studychat.chat.task_queue import SERIALIZER, tls_options
 from studychat.settings import Settings
 from studychat.web.errors import error_response
 from studychat.web.services import services
-
-logger = logging.getLogger(__name__)
 
 URL_PREFIX = "/admin/rq"
 # The one inline script of rq-dashboard's base.html; external ones carry src= first.
@@ -44,11 +41,12 @@ DASHBOARD_CSP = (
 
 def dashboard_redis_url(url: str, ssl_cert_reqs: str) -> str:
     """REDIS_URL with REDIS_SSL_CERT_REQS in its query, as rq-dashboard opens its own client."""
-    if not url.startswith("rediss://") or ssl_cert_reqs == "required":
+    check = tls_options(url, ssl_cert_reqs).get("ssl_cert_reqs", "required")
+    if check == "required":  # redis-py's own default
         return url
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query))
-    query.setdefault("ssl_cert_reqs", ssl_cert_reqs)
+    query.setdefault("ssl_cert_reqs", check)
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, jsonify, request
 
 from studychat.chat import budgets
 from studychat.web.errors import error_response
 from studychat.web.response_schemas import BudgetReport, Spending
+from studychat.web.schemas import MAX_ID_CHARS
 from studychat.web.services import services
 
-logger = logging.getLogger(__name__)
-
 bp = Blueprint("admin", __name__, url_prefix="/admin")
-
-MAX_PARTICIPANT_ID = 200
 
 
 def _answer(spending: budgets.Spending) -> Spending:
@@ -28,8 +23,10 @@ def budget():
     made = services()
     caps = budgets.Caps.from_settings(made.settings)
     participant_id = request.args.get("participantId")
-    if participant_id is not None and not 0 < len(participant_id) <= MAX_PARTICIPANT_ID:
-        return error_response(400, "Query parameter 'participantId' must have 1 to 200 characters.")
+    if participant_id is not None and not 0 < len(participant_id) <= MAX_ID_CHARS:
+        return error_response(
+            400, f"Query parameter 'participantId' must have 1 to {MAX_ID_CHARS} characters."
+        )
     participant = None
     if participant_id is not None:
         participant = _answer(budgets.participant_spending(made.redis, participant_id, caps))

@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import logging
 
 from flask import Request, Response
 from itsdangerous import BadSignature, TimestampSigner
-
-logger = logging.getLogger(__name__)
 
 COOKIE_NAME = "admin_session"
 COOKIE_PATH = "/admin"

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, Response, jsonify
 
 from studychat.chat.answer_stream import wait_until_ended
@@ -13,8 +11,6 @@ from studychat.chat.task_queue import enqueue_chat, new_job_id
 from studychat.web.errors import error_response
 from studychat.web.schemas import ChatRequest, CheckResponseRequest, parse_body
 from studychat.web.services import services
-
-logger = logging.getLogger(__name__)
 
 bp = Blueprint("chat", __name__)
 

@@ -17,10 +17,8 @@ from concurrent.futures import ThreadPoolExecutor, wait
 import pymongo
 from flask import Blueprint, jsonify
 from redis import Redis
-from rq import Queue
-from rq.worker_registration import get_keys
 
-from studychat.chat.task_queue import QUEUE_NAME
+from studychat.chat.queue_state import read_queue_state
 from studychat.web.services import services
 
 logger = logging.getLogger(__name__)
@@ -118,14 +116,7 @@ def check_mongodb(client: pymongo.MongoClient) -> str:
 
 def check_worker(connection: Redis) -> str:
     """At least one registered worker of the chat queue is alive (its key not expired)."""
-    keys = sorted(get_keys(queue=Queue(QUEUE_NAME, connection=connection)))
-    if not keys:
-        return NO_WORKER
-    with connection.pipeline(transaction=False) as pipeline:
-        for key in keys:
-            pipeline.exists(key)
-        alive = sum(pipeline.execute())
-    return OK if alive else NO_WORKER
+    return OK if read_queue_state(connection).workers_alive else NO_WORKER
 
 
 def not_ready_message(down: list[str]) -> str:

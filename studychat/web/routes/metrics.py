@@ -24,8 +24,7 @@ from redis.exceptions import RedisError
 
 from studychat.chat import budgets, job_metrics
 from studychat.chat.queue_state import read_queue_state
-from studychat.web.admin.auth import is_admin_request
-from studychat.web.errors import error_response
+from studychat.web.admin.auth import is_admin_request, unauthorized
 from studychat.web.request_metrics import scrape_registry
 from studychat.web.services import Services, services
 
@@ -150,7 +149,7 @@ def metrics():
     made = services()
     expected = made.settings.ADMIN_TOKEN
     if expected and not is_admin_request(expected):
-        return error_response(401, UNAUTHORIZED, {"WWW-Authenticate": 'Bearer realm="admin"'})
+        return unauthorized(UNAUTHORIZED)
     registry = scrape_registry()
     registry.register(StudyCollector(made))
     return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)

@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from flask import Blueprint, Response, jsonify
 
 from studychat.store.database import has_participated, save_participant_record
 from studychat.web.schemas import CheckParticipationRequest, SaveRequest, parse_body
 from studychat.web.services import services
-
-logger = logging.getLogger(__name__)
 
 bp = Blueprint("study", __name__)
 

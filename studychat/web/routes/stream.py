@@ -10,7 +10,6 @@ resumes where it stopped (Last-Event-ID).
 from __future__ import annotations
 
 import json
-import logging
 import re
 from collections.abc import Iterator
 
@@ -20,10 +19,9 @@ from redis import Redis
 from studychat.chat.answer_stream import read_pieces
 from studychat.chat.outcomes import JobState, read_state
 from studychat.web.errors import error_response
+from studychat.web.routes.chat import FAILED_JOB, UNKNOWN_JOB
 from studychat.web.schemas import JOB_ID_PATTERN
 from studychat.web.services import services
-
-logger = logging.getLogger(__name__)
 
 bp = Blueprint("stream", __name__)
 
@@ -78,7 +76,7 @@ def stream(job_id: str):
     connection = services().redis
     state = read_state(connection, job_id)
     if state.rq_status is None and state.body is None:
-        return error_response(404, "No chat job with this jobId exists; it may have expired.")
+        return error_response(404, UNKNOWN_JOB)
     after = request.headers.get("Last-Event-ID", "0")
     events = relay(connection, job_id, after if STREAM_ID.match(after) else "0")
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
@@ -110,7 +108,7 @@ def final_events(state: JobState, sent_text: bool) -> Iterator[str]:
     """`done` (after the whole text as one delta if none was streamed), or `error`."""
     if state.body is None or state.status_code != 200:
         outcome = json.loads(state.body) if state.body else {}
-        yield sse("error", {"error": outcome.get("error", "The model call for this job failed.")})
+        yield sse("error", {"error": outcome.get("error", FAILED_JOB)})
         return
     response = json.loads(state.body)["response"]
     if not sent_text:

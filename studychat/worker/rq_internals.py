@@ -1,0 +1,70 @@
+"""Every part of RQ beyond its public API that the worker relies on, in one place.
+
+ConcurrentWorker runs many jobs of one worker on threads, which RQ's own workers never
+do, so it builds on RQ's worker internals; recovery reads RQ's registries as RQ lays
+them out. An RQ upgrade that renames, removes or changes any of these must fail a named
+test: tests/worker/test_rq_internals.py checks each entry against the installed RQ.
+Name a new dependency here before using it.
+"""
+
+from __future__ import annotations
+
+# Methods of rq.worker.BaseWorker the worker calls or overrides, with the parameters it
+# passes or receives by name.
+WORKER_METHODS: dict[str, tuple[str, ...]] = {
+    "_install_signal_handlers": (),
+    "bootstrap": ("logging_level",),
+    "teardown": (),
+    "register_birth": (),
+    "prepare_execution": ("job",),
+    "perform_job": ("job", "queue"),
+    "heartbeat": ("timeout", "pipeline"),
+    "set_state": ("state", "pipeline"),
+    "set_current_job_id": ("job_id", "pipeline"),
+    "get_heartbeat_ttl": ("job",),
+    "clean_registries": (),
+    "request_stop": ("signum", "frame"),
+    "subscribe": (),
+    "handle_payload": ("message",),
+}
+# Attributes of a BaseWorker instance the worker reads or sets.
+WORKER_ATTRIBUTES: tuple[str, ...] = (
+    "_state",
+    "_stop_requested",
+    "_ordered_queues",
+    "execution",
+    "current_job_working_time",
+    "pubsub",
+    "pubsub_thread",
+    "pubsub_channel_name",
+    "worker_ttl",
+    "job_monitoring_interval",
+    "death_penalty_class",
+    "log_result_lifespan",
+    "queue_class",
+    "job_class",
+    "serializer",
+)
+# Class-level names the worker overrides.
+WORKER_PROPERTIES: tuple[str, ...] = ("dequeue_timeout",)
+# Queue.dequeue_any's keyword parameters the worker passes.
+DEQUEUE_ANY_PARAMETERS: tuple[str, ...] = (
+    "queues",
+    "timeout",
+    "connection",
+    "job_class",
+    "serializer",
+    "death_penalty_class",
+)
+# Methods of the intermediate queue (jobs between the queue and the started registry).
+INTERMEDIATE_QUEUE_METHODS: tuple[str, ...] = ("get_job_ids", "set_first_seen", "get_first_seen")
+# Execution methods the worker and recovery call, with parameters passed by name.
+EXECUTION_METHODS: dict[str, tuple[str, ...]] = {
+    "heartbeat": ("started_job_registry", "ttl", "pipeline"),
+    "delete": ("job", "pipeline"),
+}
+# Attributes the shared watchdog reads from rq.timeouts.BaseDeathPenalty.
+DEATH_PENALTY_ATTRIBUTES: tuple[str, ...] = ("_timeout", "_exception")
+# The started registry keeps `<job id>:<execution id>` members scored by when their
+# heartbeat expires; recovery splits them with rq.utils.parse_composite_key.
+STARTED_REGISTRY_MEMBER = "{job_id}:{execution_id}"

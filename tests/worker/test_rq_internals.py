@@ -1,0 +1,84 @@
+"""Each internal of RQ listed in studychat.worker.rq_internals, checked against the installed RQ.
+
+An RQ upgrade that renames, removes or reshapes one of them fails the test named after it.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Iterator
+
+import pytest
+from redis import Redis
+from rq import Queue
+from rq.executions import Execution
+from rq.intermediate_queue import IntermediateQueue
+from rq.timeouts import BaseDeathPenalty, JobTimeoutException
+from rq.utils import parse_composite_key
+from rq.worker import BaseWorker
+
+from studychat.chat.task_queue import SERIALIZER
+from studychat.worker import rq_internals
+from studychat.worker.concurrent_worker import ConcurrentWorker
+
+
+def parameters(function) -> set[str]:
+    return set(inspect.signature(function).parameters)
+
+
+@pytest.mark.parametrize(("name", "passed"), sorted(rq_internals.WORKER_METHODS.items()))
+def test_worker_method(name, passed):
+    method = getattr(BaseWorker, name)
+    assert callable(method)
+    assert set(passed) <= parameters(method), f"BaseWorker.{name} lost {passed}"
+
+
+@pytest.fixture()
+def worker(connection: Redis) -> Iterator[BaseWorker]:
+    yield ConcurrentWorker([Queue("contract", connection=connection)], connection=connection)
+
+
+@pytest.mark.parametrize("name", rq_internals.WORKER_ATTRIBUTES)
+def test_worker_attribute(worker, name):
+    assert hasattr(worker, name), f"a BaseWorker has no {name} any more"
+
+
+@pytest.mark.parametrize("name", rq_internals.WORKER_PROPERTIES)
+def test_worker_property(name):
+    assert isinstance(inspect.getattr_static(BaseWorker, name), property)
+
+
+def test_dequeue_any_parameters():
+    assert set(rq_internals.DEQUEUE_ANY_PARAMETERS) <= parameters(Queue.dequeue_any)
+
+
+@pytest.mark.parametrize("name", rq_internals.INTERMEDIATE_QUEUE_METHODS)
+def test_intermediate_queue_method(connection, name):
+    queue = Queue("contract", connection=connection)
+    assert isinstance(queue.intermediate_queue, IntermediateQueue)
+    assert callable(getattr(queue.intermediate_queue, name))
+
+
+@pytest.mark.parametrize(("name", "passed"), sorted(rq_internals.EXECUTION_METHODS.items()))
+def test_execution_method(name, passed):
+    assert set(passed) <= parameters(getattr(Execution, name))
+
+
+@pytest.mark.parametrize("name", rq_internals.DEATH_PENALTY_ATTRIBUTES)
+def test_death_penalty_attribute(name):
+    penalty = BaseDeathPenalty(5, JobTimeoutException)
+    assert hasattr(penalty, name)
+
+
+def test_started_registry_member_layout(connection):
+    queue = Queue("contract", connection=connection, serializer=SERIALIZER)
+    worker = ConcurrentWorker([queue], connection=connection, serializer=SERIALIZER)
+    job = queue.enqueue("studychat.chat.jobs.run_chat", kwargs={"messages": []})
+    worker.prepare_execution(job)
+    assert worker.execution is not None
+    members = connection.zrange(queue.started_job_registry.key, 0, -1)
+    expected = rq_internals.STARTED_REGISTRY_MEMBER.format(
+        job_id=job.id, execution_id=worker.execution.id
+    )
+    assert [member.decode() for member in members] == [expected]
+    assert parse_composite_key(expected) == (job.id, worker.execution.id)
