@@ -38,7 +38,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     CORS(app, origins=settings.FRONTEND_URL, expose_headers=RATE_LIMIT_HEADERS)
     register_error_handlers(app)
     install_security_headers(app)
-    install_admin_guard(app)
+    install_admin_guard(app, settings.ADMIN_TOKEN)
     app.register_blueprint(chat.bp)
     app.register_blueprint(records.bp)
     app.register_blueprint(admin_routes.bp)

@@ -70,7 +70,7 @@ def is_admin_request(expected: str) -> bool:
     """Whether the request carries the admin token, or the session cookie it was exchanged for."""
     if token_matches(bearer_token(request.headers.get("Authorization")), expected):
         return True
-    return admin_session.is_valid(request.cookies.get(admin_session.COOKIE_NAME), expected)
+    return admin_session.is_admin()
 
 
 def is_open_request() -> bool:
@@ -85,10 +85,12 @@ def guard_admin_paths():
     return require_admin() if is_admin_path(request.path) else None
 
 
-def install_admin_guard(app: Flask) -> None:
+def install_admin_guard(app: Flask, admin_token: str) -> None:
     """Protect everything under ADMIN_PREFIX on `app` before any view runs.
 
     Hooks installed earlier (request ids, metrics) run first, so a refusal is logged
     with its request id; install the guard before anything that reads admin data.
     """
+    if admin_token:
+        admin_session.install_admin_session(app, admin_token)
     app.before_request(guard_admin_paths)

@@ -108,18 +108,16 @@ def login():
     if not token_matches(token, expected):
         logger.warning("admin login refused")
         return error_response(401, REFUSED)
-    answer = Response(status=204)
-    admin_session.set_cookie(answer, request, expected)
+    admin_session.start()
     logger.info("admin session started")
-    return answer
+    return Response(status=204)
 
 
 @bp.post("/logout")
 def logout():
     """End the browser's admin session."""
-    answer = Response(status=204)
-    admin_session.clear_cookie(answer, request)
-    return answer
+    admin_session.end()
+    return Response(status=204)
 
 
 @bp.get("/api/stats")

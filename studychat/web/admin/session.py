@@ -1,83 +1,76 @@
-"""The admin's browser session: a signed cookie handed out for the admin token.
+"""The admin's browser session: Flask's own signed session, handed out for the admin token.
 
 A browser cannot add an Authorization header to a page it navigates to (the admin page,
-rq-dashboard's pages), so POST /admin/login exchanges the token for a cookie that
-admin_auth accepts in place of the header. The cookie is:
+rq-dashboard's pages), so POST /admin/login exchanges the token for Flask's session
+cookie, which the admin guard accepts in place of the header. The cookie is:
 
 - signed with a key derived from ADMIN_TOKEN, so changing the token ends every session,
   and every web process (every dyno) accepts it without shared state;
 - HttpOnly (no script reads it), SameSite=Strict (no other site's page or form makes the
   browser send it, which keeps rq-dashboard's delete and requeue buttons safe from
   cross-site requests), Secure over HTTPS, and sent to /admin paths only;
-- valid for SESSION_HOURS, after which the admin enters the token again.
+- valid for SESSION_HOURS after login (not renewed by use), after which the admin enters
+  the token again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+from datetime import timedelta
 
-from flask import Request, Response
-from itsdangerous import BadSignature, TimestampSigner
+from flask import Flask, request, session
+from flask.sessions import SecureCookieSessionInterface
 
 COOKIE_NAME = "admin_session"
 COOKIE_PATH = "/admin"
 SESSION_HOURS = 12
 SESSION_SECONDS = SESSION_HOURS * 3600
-_SUBJECT = b"admin"
+ADMIN = "admin"
 
 
-def _signer(admin_token: str) -> TimestampSigner:
+class AdminSessionInterface(SecureCookieSessionInterface):
+    """Flask's signed-cookie session, Secure whenever the browser came over HTTPS."""
+
+    def get_cookie_secure(self, app: Flask) -> bool:
+        """Secure over HTTPS, directly or through Heroku's router; not on local plain HTTP.
+
+        X-Forwarded-Proto is believed here only to add the Secure flag, which a forged
+        header can make no weaker.
+        """
+        forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
+        return request.is_secure or forwarded == "https"
+
+
+def install_admin_session(app: Flask, admin_token: str) -> None:
+    """Sign `app`'s session with a key of its own, derived from `admin_token`."""
     # A key of its own, so a cookie reveals nothing about the token and serves no other use.
-    key = hmac.new(admin_token.encode(), b"admin-session-cookie", hashlib.sha256).digest()
-    return TimestampSigner(key, salt="admin-session", digest_method=hashlib.sha256)
-
-
-def new_cookie_value(admin_token: str) -> str:
-    """A signed, timestamped session value for the admin holding `admin_token`."""
-    return _signer(admin_token).sign(_SUBJECT).decode()
-
-
-def is_valid(value: str | None, admin_token: str) -> bool:
-    """Whether `value` is a session this token signed less than SESSION_HOURS ago."""
-    if not value:
-        return False
-    try:
-        subject = _signer(admin_token).unsign(value, max_age=SESSION_SECONDS)
-    except BadSignature:  # also SignatureExpired
-        return False
-    return hmac.compare_digest(subject, _SUBJECT)
-
-
-def served_over_https(request: Request) -> bool:
-    """Whether the browser reached us over HTTPS, directly or through Heroku's router.
-
-    X-Forwarded-Proto is believed here only to add the Secure flag, which a forged
-    header can make no weaker.
-    """
-    forwarded = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip().lower()
-    return request.is_secure or forwarded == "https"
-
-
-def set_cookie(response: Response, request: Request, admin_token: str) -> None:
-    """Start an admin session in the browser that sent `request`."""
-    response.set_cookie(
-        COOKIE_NAME,
-        new_cookie_value(admin_token),
-        max_age=SESSION_SECONDS,
-        path=COOKIE_PATH,
-        secure=served_over_https(request),
-        httponly=True,
-        samesite="Strict",
+    app.secret_key = hmac.new(
+        admin_token.encode(), b"admin-session-cookie", hashlib.sha256
+    ).hexdigest()
+    app.session_interface = AdminSessionInterface()
+    app.config.update(
+        SESSION_COOKIE_NAME=COOKIE_NAME,
+        SESSION_COOKIE_PATH=COOKIE_PATH,
+        SESSION_COOKIE_HTTPONLY=True,
+        SESSION_COOKIE_SAMESITE="Strict",
+        PERMANENT_SESSION_LIFETIME=timedelta(seconds=SESSION_SECONDS),
+        SESSION_REFRESH_EACH_REQUEST=False,
     )
 
 
-def clear_cookie(response: Response, request: Request) -> None:
-    """End the browser's admin session."""
-    response.delete_cookie(
-        COOKIE_NAME,
-        path=COOKIE_PATH,
-        secure=served_over_https(request),
-        httponly=True,
-        samesite="Strict",
-    )
+def start() -> None:
+    """Make the current browser an admin for SESSION_HOURS."""
+    session.clear()
+    session[ADMIN] = True
+    session.permanent = True
+
+
+def end() -> None:
+    """End the current browser's admin session (its cookie is deleted)."""
+    session.clear()
+
+
+def is_admin() -> bool:
+    """Whether the current browser holds a valid admin session."""
+    return session.get(ADMIN) is True

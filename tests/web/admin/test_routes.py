@@ -7,7 +7,7 @@ from redis import Redis
 
 from studychat.chat import budgets
 from studychat.factory import create_app
-from studychat.web.services import close_services
+from studychat.web.services import close_services, services
 
 TOKEN = "admin-token-for-tests-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -25,7 +25,7 @@ def admin_app(stack_env):
 
 def test_budget_report(admin_app):
     client = admin_app.test_client()
-    connection = Redis.from_url(admin_app.config["REDIS_URL"])
+    connection = Redis.from_url(services(admin_app).settings.REDIS_URL)
     before = int(connection.get(budgets.STUDY_SPENT) or 0)
     connection.incrby(budgets.STUDY_SPENT, 1234)
     connection.close()
@@ -40,7 +40,7 @@ def test_budget_report(admin_app):
 
 
 def test_budget_report_of_one_participant(admin_app, participant_id):
-    connection = Redis.from_url(admin_app.config["REDIS_URL"])
+    connection = Redis.from_url(services(admin_app).settings.REDIS_URL)
     caps = budgets.Caps(None, 5000000)
     try:
         assert budgets.admit(connection, "job-admin-1", participant_id, 70, caps, 600) is None
