@@ -2,7 +2,7 @@
 
 Documents are read from a cursor in batches and written one by one, so memory stays
 flat however large the collection is. `jsonl` is byte for byte what `mongoexport`
-writes (see extended_json); `csv` gives tidy tables for pandas and R (see csv_rows).
+writes, once parsed (see jsonl); `csv` gives tidy tables for pandas and R (see csv_rows).
 With `--out`, a file is written beside its target and renamed into place when
 complete, so a failed export never leaves a truncated file that looks finished.
 A progress bar is drawn on stderr when stderr is a terminal.
@@ -35,7 +35,7 @@ from studychat.export.csv_rows import (
     participant_row,
     tasks_path,
 )
-from studychat.export.extended_json import CODEC_OPTIONS, document_line
+from studychat.export.jsonl import CODEC_OPTIONS, json_line
 from studychat.store.database import CHAT_LOG_COLLECTION, DATA_COLLECTION
 from studychat.web.services import services
 
@@ -122,10 +122,10 @@ def run_export(source: Collection, output_format: str, out: Path | None) -> int:
 
 
 def write_jsonl(source: Collection, stream: TextIO) -> int:
-    """One Extended JSON line per document, as mongoexport writes them."""
+    """One Extended JSON line per document, parsing to what mongoexport gives."""
     count = 0
     for document in documents(source, f"Exporting {source.name}"):
-        stream.write(document_line(document) + "\n")
+        stream.write(json_line(document) + "\n")
         count += 1
     return count
 

@@ -21,13 +21,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Mapping
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bson import DatetimeMS, ObjectId
+from bson.errors import InvalidBSON
 
-from studychat.export.extended_json import datetime_to_ms, dumps, iso_date_ms
+from studychat.export.jsonl import json_line
 
 MESSAGE_COLUMNS = ["participantId", "condition", "savedAt", "turn", "role", "content"]
 PARTICIPANT_COLUMNS = ["participantId", "condition", "savedAt"]
@@ -66,7 +67,7 @@ def cell(value: Any) -> str:
         return _date_cell(value)
     if isinstance(value, ObjectId):
         return str(value)
-    return dumps(value)
+    return json_line(value)
 
 
 def _float_cell(value: float) -> str:
@@ -78,11 +79,16 @@ def _float_cell(value: float) -> str:
 
 
 def _date_cell(value: DatetimeMS | datetime) -> str:
-    millis = int(value) if isinstance(value, DatetimeMS) else datetime_to_ms(value)
-    try:
-        return iso_date_ms(millis, trim=False)
-    except OverflowError:  # beyond Python's years 1..9999: keep the exact milliseconds
-        return str(millis)
+    """ISO 8601 UTC with milliseconds; beyond Python's years, the exact milliseconds."""
+    if isinstance(value, DatetimeMS):
+        try:
+            moment = value.as_datetime()
+        except (OverflowError, InvalidBSON):  # beyond Python's years: the exact milliseconds
+            return str(int(value))
+    else:
+        moment = value
+    moment = moment.astimezone(UTC) if moment.tzinfo else moment
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 def message_rows(record: Mapping[str, Any]) -> Iterator[list[str]]:

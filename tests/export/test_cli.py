@@ -1,4 +1,4 @@
-"""`flask --app app export`: real SecantusDB, the real CLI, output compared byte for byte."""
+"""`flask --app app export`: real SecantusDB, the real CLI, output as mongoexport gives it."""
 
 from __future__ import annotations
 
@@ -16,19 +16,22 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import bson
 import pytest
 from flask import Flask
 from pymongo import MongoClient
 from pymongo.database import Database
 
 from devtools.servers import MongoServer, free_port
+from studychat.export.jsonl import CODEC_OPTIONS, parse_line
 from studychat.factory import create_app
 from studychat.web.services import close_services
 from tests.support.stack import ROOT, process_env
 
 SAVED = datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=UTC)
 # Lines as mongoexport writes them for RECORDS (Extended JSON v2 relaxed; see
-# tests/test_extended_json.py for the Go sources these rules come from).
+# tests/export/test_jsonl.py for the Go sources these rules come from). The export must
+# parse to the same documents.
 RECORDS = [
     {
         "_id": "P-alpha",
@@ -89,6 +92,15 @@ def export(app: Flask, *args: str):
     return result
 
 
+def same_documents(lines: list[str], mongoexports: list[str]) -> bool:
+    """Whether the lines stand for the same BSON documents, byte for byte, in any order."""
+
+    def encoded(text: list[str]) -> list[bytes]:
+        return sorted(bson.encode(parse_line(line), codec_options=CODEC_OPTIONS) for line in text)
+
+    return encoded(lines) == encoded(mongoexports)
+
+
 def read_csv(path: Path) -> list[list[str]]:
     with path.open(encoding="utf-8", newline="") as stream:
         return list(csv.reader(stream))
@@ -98,7 +110,7 @@ def test_jsonl_is_what_mongoexport_writes(export_app, database):
     database.data.insert_many(RECORDS)
     result = export(export_app, "data")
     assert result.exit_code == 0
-    assert sorted(result.stdout_bytes.decode("utf-8").splitlines()) == sorted(EXPECTED_LINES)
+    assert same_documents(result.stdout_bytes.decode("utf-8").splitlines(), EXPECTED_LINES)
     assert result.stdout_bytes.endswith(b"}\n")
     assert result.stderr == "Exported 2 documents from data to stdout.\n"
 
@@ -108,7 +120,7 @@ def test_jsonl_to_a_file_leaves_only_the_finished_file(export_app, database, tmp
     out = tmp_path / "data.jsonl"
     result = export(export_app, "data", "--format", "jsonl", "--out", str(out))
     assert result.exit_code == 0
-    assert sorted(out.read_text(encoding="utf-8").splitlines()) == sorted(EXPECTED_LINES)
+    assert same_documents(out.read_text(encoding="utf-8").splitlines(), EXPECTED_LINES)
     assert [path.name for path in tmp_path.iterdir()] == ["data.jsonl"]
     assert result.stdout == ""
 
@@ -124,11 +136,14 @@ def test_chat_log_jsonl_exports_whatever_documents_are_there(export_app, databas
     }
     database.chat_log.insert_one(entry)
     result = export(export_app, "chat_log")
-    assert result.stdout_bytes.decode("utf-8") == (
+    written = result.stdout_bytes.decode("utf-8")
+    assert written.endswith("\n") and written.count("\n") == 1
+    expected = (
         '{"_id":"job-1","participantId":"P-alpha","status":"finished",'
         '"usage":{"prompt_tokens":12},"queuedAt":{"$date":"2024-05-01T12:00:00.12Z"},'
-        '"anything":[null,false,{"nested":2.0}]}\n'
+        '"anything":[null,false,{"nested":2.0}]}'
     )
+    assert same_documents(written.splitlines(), [expected])
 
 
 def test_csv_of_saved_records_gives_message_and_task_tables(export_app, database, tmp_path):
@@ -144,10 +159,12 @@ def test_csv_of_saved_records_gives_message_and_task_tables(export_app, database
     assert result.exit_code == 0
     messages, tasks = read_csv(out), read_csv(tmp_path / "study-tasks.csv")
     assert messages[0] == ["participantId", "condition", "savedAt", "turn", "role", "content"]
-    assert [row[:2] + row[3:] for row in messages[1:]] == [
-        ["P-alpha", '{"arm":"B","dose":1E-07}', "1", "user", 'Hi, "bot" <b>&\nbye'],
-        ["P-alpha", '{"arm":"B","dose":1E-07}', "2", "assistant", "Grüße 👋"],
+    assert [row[:1] + row[3:] for row in messages[1:]] == [
+        ["P-alpha", "1", "user", 'Hi, "bot" <b>&\nbye'],
+        ["P-alpha", "2", "assistant", "Grüße 👋"],
     ]
+    # A condition that is an object stays one JSON cell.
+    assert [json.loads(row[1]) for row in messages[1:]] == [{"arm": "B", "dose": 1e-7}] * 2
     assert tasks[0] == [
         "participantId",
         "condition",
@@ -249,7 +266,7 @@ def test_flask_cli_builds_the_app_from_the_environment(
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    assert sorted(done.stdout.decode("utf-8").splitlines()) == sorted(EXPECTED_LINES)
+    assert same_documents(done.stdout.decode("utf-8").splitlines(), EXPECTED_LINES)
 
 
 def test_flask_cli_refuses_to_start_without_settings(tmp_path):

@@ -1,6 +1,8 @@
-"""extended_json against the lines mongoexport writes.
+"""The JSON-lines export against the lines mongoexport writes: the same documents, parsed.
 
-The expected lines follow the Go driver's relaxed Extended JSON writer that mongoexport
+Each line the export writes must parse to the same document, byte for byte once encoded
+as BSON again (types, values, key order), as the line mongoexport writes. The expected
+lines follow the Go driver's relaxed Extended JSON writer that mongoexport
 uses (mongo-go-driver `bson/bsonrw/extjson_writer.go`: `formatDouble`, `WriteDateTime`
 with layout `2006-01-02T15:04:05.999Z07:00`, `writeStringWithEscapes`; mongo-tools
 `mongoexport/json.go`: `marshalExtJSONUUIDString(doc, canonical=false, escapeHTML=false)`).
@@ -12,6 +14,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from functools import partial
 
 import bson
 import pytest
@@ -28,18 +31,18 @@ from bson import (
     Timestamp,
 )
 
-from studychat.export.extended_json import (
-    CODEC_OPTIONS,
-    document_line,
-    dumps,
-    format_double,
-    quote_string,
-)
+from studychat.export.jsonl import CODEC_OPTIONS, json_line, parse_line
 
 
 def stored(document: dict) -> dict:
     """The document as it comes back from MongoDB: through BSON, decoded for export."""
     return bson.decode(bson.encode(document), CODEC_OPTIONS)
+
+
+def same_document(ours: str, mongoexports: str) -> bool:
+    """Whether two Extended JSON lines stand for the same BSON document, byte for byte."""
+    encode = partial(bson.encode, codec_options=CODEC_OPTIONS)
+    return encode(parse_line(ours)) == encode(parse_line(mongoexports))
 
 
 @pytest.mark.parametrize(
@@ -69,8 +72,7 @@ def stored(document: dict) -> dict:
     ],
 )
 def test_doubles_are_written_as_go_formats_them(value, expected):
-    assert document_line(stored({"v": value})) == '{"v":' + expected + "}"
-    assert format_double(value) == expected
+    assert same_document(json_line(stored({"v": value})), '{"v":' + expected + "}")
 
 
 @pytest.mark.parametrize(
@@ -82,7 +84,7 @@ def test_doubles_are_written_as_go_formats_them(value, expected):
     ],
 )
 def test_special_doubles_are_wrapped(value, expected):
-    assert document_line(stored({"v": value})) == '{"v":' + expected + "}"
+    assert same_document(json_line(stored({"v": value})), '{"v":' + expected + "}")
 
 
 @pytest.mark.parametrize(
@@ -100,13 +102,15 @@ def test_special_doubles_are_wrapped(value, expected):
     ],
 )
 def test_dates_trim_milliseconds_and_fall_back_to_number_long(millis, expected):
-    assert document_line(stored({"d": DatetimeMS(millis)})) == '{"d":{"$date":' + expected + "}}"
+    line = json_line(stored({"d": DatetimeMS(millis)}))
+    assert same_document(line, '{"d":{"$date":' + expected + "}}")
 
 
 def test_python_datetimes_are_written_like_stored_dates():
     moment = datetime(2024, 5, 1, 12, 0, 0, 500999, tzinfo=UTC)
-    assert dumps(moment) == '{"$date":"2024-05-01T12:00:00.5Z"}'
-    assert dumps(datetime(2024, 5, 1, 12)) == '{"$date":"2024-05-01T12:00:00Z"}'
+    assert same_document(json_line({"d": moment}), '{"d":{"$date":"2024-05-01T12:00:00.5Z"}}')
+    naive = json_line({"d": datetime(2024, 5, 1, 12)})
+    assert same_document(naive, '{"d":{"$date":"2024-05-01T12:00:00Z"}}')
 
 
 def test_strings_escape_like_go_without_html_escaping():
@@ -115,19 +119,19 @@ def test_strings_escape_like_go_without_html_escaping():
         '{"s":"say \\"hi\\"\\\\ <b>&amp;</b>\\n\\r\\t\\b\\f\\u0000\\u001f\x7f é 中 😀 '
         '\\u2028\\u2029"}'
     )
-    assert document_line(stored({"s": text})) == expected
+    assert same_document(json_line(stored({"s": text})), expected)
 
 
 def test_keys_are_escaped_and_kept_in_stored_order():
     document = {"z": 1, 'k"ey<': 2, "": 3, "a": 4}
-    assert document_line(stored(document)) == '{"z":1,"k\\"ey<":2,"":3,"a":4}'
+    assert same_document(json_line(stored(document)), '{"z":1,"k\\"ey<":2,"":3,"a":4}')
 
 
 def test_invalid_utf8_bytes_become_escaped_replacement_characters():
     raw = bytearray(bson.encode({"s": "abécd"}))
     raw[raw.index(0xC3)] = 0xFF  # é is C3 A9: two bytes that are no longer UTF-8
     decoded = bson.decode(bytes(raw), CODEC_OPTIONS)
-    assert document_line(decoded) == '{"s":"ab\\ufffd\\ufffdcd"}'
+    assert same_document(json_line(decoded), '{"s":"ab\\ufffd\\ufffdcd"}')
 
 
 def test_a_record_with_every_common_type_is_one_compact_line():
@@ -143,10 +147,13 @@ def test_a_record_with_every_common_type_is_one_compact_line():
         "unicode": "Grüße 👋",
         "saved": datetime(2024, 5, 1, 12, 0, 0, 500000, tzinfo=UTC),
     }
-    assert document_line(stored(document)) == (
-        '{"_id":{"$oid":"665f1c2e8f1b2a3c4d5e6f70"},"i32":1,"i64":-9223372036854775808,'
-        '"big":1099511627776,"none":null,"yes":true,"no":false,"nested":[1,{"x":[]},{}],'
-        '"unicode":"Grüße 👋","saved":{"$date":"2024-05-01T12:00:00.5Z"}}'
+    assert same_document(
+        json_line(stored(document)),
+        (
+            '{"_id":{"$oid":"665f1c2e8f1b2a3c4d5e6f70"},"i32":1,"i64":-9223372036854775808,'
+            '"big":1099511627776,"none":null,"yes":true,"no":false,"nested":[1,{"x":[]},{}],'
+            '"unicode":"Grüße 👋","saved":{"$date":"2024-05-01T12:00:00.5Z"}}'
+        ),
     )
 
 
@@ -163,21 +170,26 @@ def test_rarer_bson_types_match_mongoexport():
         "code": Code("f()"),
         "scoped": Code("g()", {"a": 1}),
     }
-    assert document_line(stored(document)) == (
-        '{"bin":{"$binary":{"base64":"YWJj","subType":"00"}},'
-        '"user":{"$binary":{"base64":"AP8=","subType":"80"}},'
-        '"uuid":{"$uuid":"00000000-0000-0000-0000-000000000001"},'
-        '"re":{"$regularExpression":{"pattern":"a.b","options":"imx"}},'
-        '"ts":{"$timestamp":{"t":5,"i":6}},"dec":{"$numberDecimal":"1.5E+3"},'
-        '"min":{"$minKey":1},"max":{"$maxKey":1},"code":{"$code":"f()"},'
-        '"scoped":{"$code":"g()","$scope":{"a":1}}}'
+    assert same_document(
+        json_line(stored(document)),
+        (
+            '{"bin":{"$binary":{"base64":"YWJj","subType":"00"}},'
+            '"user":{"$binary":{"base64":"AP8=","subType":"80"}},'
+            '"uuid":{"$uuid":"00000000-0000-0000-0000-000000000001"},'
+            '"re":{"$regularExpression":{"pattern":"a.b","options":"imx"}},'
+            '"ts":{"$timestamp":{"t":5,"i":6}},"dec":{"$numberDecimal":"1.5E+3"},'
+            '"min":{"$minKey":1},"max":{"$maxKey":1},"code":{"$code":"f()"},'
+            '"scoped":{"$code":"g()","$scope":{"a":1}}}'
+        ),
     )
 
 
-def test_quote_string_leaves_plain_text_alone():
-    assert quote_string("plain text, 100% <ok> & fine") == '"plain text, 100% <ok> & fine"'
+def test_plain_text_is_written_as_it_is():
+    assert (
+        json_line("plain text, 100% <ok> & fine, Grüße") == '"plain text, 100% <ok> & fine, Grüße"'
+    )
 
 
 def test_values_that_are_not_bson_are_refused():
-    with pytest.raises(TypeError, match="set"):
-        dumps({"s": {1, 2}})
+    with pytest.raises(TypeError, match="object"):
+        json_line({"s": object()})
