@@ -1,6 +1,6 @@
-"""The pieces of an answer as the model writes them, and the signal that a job ended.
+"""The deltas of an answer as the model writes them, and the signal that a job ended.
 
-The worker appends each piece of text to a Redis stream per job, then an end marker
+The worker appends each delta of text to a Redis stream per job, then an end marker
 in the same transaction that stores the answer. The web relays the stream as
 server-sent events (stream_routes.py); a late joiner reads it from the start, and
 a long poll (/check_response with "wait") watches the end marker alone.
@@ -18,23 +18,23 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
-PIECES_PREFIX = "chat:pieces:"
+DELTAS_PREFIX = "chat:deltas:"
 ENDED_PREFIX = "chat:ended:"
-# Pieces are kept long enough to replay to a participant who reconnects; after that the
+# Deltas are kept long enough to replay to a participant who reconnects; after that the
 # whole answer is still in the job's outcome.
-PIECES_TTL_S = 3600
-# Pieces are coalesced for this long before being published: fewer round trips, and
+DELTAS_TTL_S = 3600
+# Deltas are coalesced for this long before being published: fewer round trips, and
 # still far below what a reader notices.
 FLUSH_EVERY_S = 0.05
 # How often a waiting reader looks again.
 POLL_EVERY_S = 0.2
-PIECE = b"d"
+DELTA = b"d"
 END = b"end"
 
 
-def pieces_key(job_id: str) -> str:
-    """The Redis stream holding a job's pieces."""
-    return PIECES_PREFIX + job_id
+def deltas_key(job_id: str) -> str:
+    """The Redis stream holding a job's deltas."""
+    return DELTAS_PREFIX + job_id
 
 
 def ended_key(job_id: str) -> str:
@@ -42,17 +42,17 @@ def ended_key(job_id: str) -> str:
     return ENDED_PREFIX + job_id
 
 
-class PiecePublisher:
-    """Publishes a job's pieces of text, coalesced, as the model streams them."""
+class DeltaPublisher:
+    """Publishes a job's deltas of text, coalesced, as the model streams them."""
 
     def __init__(self, connection: Redis, job_id: str) -> None:
         self.connection = connection
-        self.key = pieces_key(job_id)
+        self.key = deltas_key(job_id)
         self.buffer: list[str] = []
         self.last_flush = time.monotonic()
 
     def add(self, text: str) -> None:
-        """Take one piece; publish what has gathered when it is time."""
+        """Take one delta; publish what has gathered when it is time."""
         self.buffer.append(text)
         if time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
             self.flush()
@@ -62,8 +62,8 @@ class PiecePublisher:
         if not self.buffer:
             return
         with self.connection.pipeline(transaction=False) as pipeline:
-            pipeline.xadd(self.key, {PIECE: "".join(self.buffer)})
-            pipeline.expire(self.key, PIECES_TTL_S)
+            pipeline.xadd(self.key, {DELTA: "".join(self.buffer)})
+            pipeline.expire(self.key, DELTAS_TTL_S)
             pipeline.execute()
         self.buffer.clear()
         self.last_flush = time.monotonic()
@@ -71,8 +71,8 @@ class PiecePublisher:
 
 def mark_ended(pipeline: Pipeline, job_id: str, ttl: int) -> None:
     """Signal, on `pipeline`, that the job's outcome is stored."""
-    pipeline.xadd(pieces_key(job_id), {END: "1"})
-    pipeline.expire(pieces_key(job_id), PIECES_TTL_S)
+    pipeline.xadd(deltas_key(job_id), {END: "1"})
+    pipeline.expire(deltas_key(job_id), DELTAS_TTL_S)
     pipeline.xadd(ended_key(job_id), {END: "1"})
     pipeline.expire(ended_key(job_id), ttl)
 
@@ -87,7 +87,7 @@ def wait_until_ended(connection: Redis, job_id: str, seconds: float) -> bool:
     return True
 
 
-def read_pieces(
+def read_deltas(
     connection: Redis, job_id: str, after: str, wait_s: float
 ) -> list[tuple[str, str | None]]:
     """Entries after id `after`, waiting up to `wait_s` for the first one.
@@ -96,7 +96,7 @@ def read_pieces(
     """
     deadline = time.monotonic() + wait_s
     while True:
-        answer: Any = connection.xread({pieces_key(job_id): after}, count=500)
+        answer: Any = connection.xread({deltas_key(job_id): after}, count=500)
         if answer or time.monotonic() >= deadline:
             break
         time.sleep(POLL_EVERY_S)
@@ -105,5 +105,5 @@ def read_pieces(
 
 
 def _text(fields: dict[bytes, bytes]) -> str | None:
-    text = fields.get(PIECE)
+    text = fields.get(DELTA)
     return text.decode() if text is not None else None

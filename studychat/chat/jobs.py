@@ -120,10 +120,10 @@ def when_redis_is_up(write: Callable[[], object]) -> None:
 
 
 def _call_model(job: Job, request: dict[str, Any], stream: bool) -> llm_client.Completion:
-    """The model's answer; streamed piece by piece to readers of GET /stream when asked."""
+    """The model's answer; streamed delta by delta to readers of GET /stream when asked."""
     if not stream:
         return llm_client.complete(job_context().model, request)
-    publisher = answer_stream.PiecePublisher(job.connection, job.id)
+    publisher = answer_stream.DeltaPublisher(job.connection, job.id)
     try:
         return llm_client.complete_streaming(job_context().model, request, publisher.add)
     finally:

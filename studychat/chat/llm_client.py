@@ -91,9 +91,9 @@ def complete(client: openai.OpenAI, request: dict[str, Any]) -> Completion:
 
 
 def complete_streaming(
-    client: openai.OpenAI, request: dict[str, Any], on_piece: Callable[[str], None]
+    client: openai.OpenAI, request: dict[str, Any], on_delta: Callable[[str], None]
 ) -> Completion:
-    """Call the model streaming, hand each piece of text to `on_piece`, return the whole.
+    """Call the model streaming, hand each delta of text to `on_delta`, return the whole.
 
     The chunks are assembled into the chat.completion object the same call without
     streaming returns, so polling clients see the same shape either way.
@@ -102,7 +102,7 @@ def complete_streaming(
     try:
         # The request is plain JSON built by build_request, not the SDK's TypedDicts.
         raw = client.chat.completions.with_raw_response.create(**request, **options)  # type: ignore[call-overload]
-        assembled = assemble(raw.parse(), on_piece)
+        assembled = assemble(raw.parse(), on_delta)
     except openai.APIError as error:
         attempts = attempts_made(error.request)
         raise ModelCallFailed(describe_failure(error, attempts), attempts) from error
@@ -116,8 +116,8 @@ def complete_streaming(
     )
 
 
-def assemble(chunks: Iterable[Any], on_piece: Callable[[str], None]) -> dict[str, Any]:
-    """Join streamed chunks into a chat.completion object, passing on each piece."""
+def assemble(chunks: Iterable[Any], on_delta: Callable[[str], None]) -> dict[str, Any]:
+    """Join streamed chunks into a chat.completion object, passing on each delta."""
     first, texts, finish, usage = None, [], None, None
     for chunk in chunks:
         first = first or chunk
@@ -126,7 +126,7 @@ def assemble(chunks: Iterable[Any], on_piece: Callable[[str], None]) -> dict[str
             finish = choice.finish_reason or finish
             if choice.delta.content:
                 texts.append(choice.delta.content)
-                on_piece(choice.delta.content)
+                on_delta(choice.delta.content)
     if first is None:
         raise ModelCallFailed(STOPPED_MID_ANSWER, 1)
     message = {"role": "assistant", "content": "".join(texts), "refusal": None}

@@ -1,6 +1,6 @@
-"""GET /stream/<jobId>: an answer as server-sent events, piece by piece as the model writes.
+"""GET /stream/<jobId>: an answer as server-sent events, delta by delta as the model writes.
 
-Events: `delta` with {"content": piece} for each piece, then one `done` whose data
+Events: `delta` with {"content": delta} for each delta, then one `done` whose data
 is the object /check_response returns as "response", or one `error` with
 {"error": sentence}. A job that was not streamed arrives as one delta with the
 whole text. Each delta carries an id, so a browser's EventSource that reconnects
@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, request, stream_with_context
 from redis import Redis
 
-from studychat.chat.answer_stream import read_pieces
+from studychat.chat.answer_stream import read_deltas
 from studychat.chat.outcomes import JobState, read_state
 from studychat.web.errors import error_response
 from studychat.web.routes.chat import FAILED_JOB, UNKNOWN_JOB
@@ -84,12 +84,12 @@ def stream(job_id: str):
 
 
 def relay(connection: Redis, job_id: str, after: str) -> Iterator[str]:
-    """The job's events: pieces as they come, then its outcome."""
+    """The job's events: deltas as they come, then its outcome."""
     # Sent at once, so the participant's browser knows the stream is open.
     yield ": connected\n\n"
     sent_text = after != "0"
     while True:
-        entries = read_pieces(connection, job_id, after, wait_s=KEEPALIVE_S)
+        entries = read_deltas(connection, job_id, after, wait_s=KEEPALIVE_S)
         for entry_id, text in entries:
             if text is None:
                 yield from final_events(read_state(connection, job_id), sent_text)

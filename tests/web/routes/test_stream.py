@@ -37,7 +37,7 @@ def read_stream(client, job_id: str, headers: dict | None = None) -> list[tuple[
     return parse_events(answer.get_data(as_text=True))
 
 
-def test_streamed_answer_arrives_in_pieces_then_done(client, upstream):
+def test_streamed_answer_arrives_in_deltas_then_done(client, upstream):
     control(upstream, {"latency": 1.0})
     job_id = chat(client, stream=True)
     events = read_stream(client, job_id)
