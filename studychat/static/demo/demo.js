@@ -31,7 +31,7 @@
  *   "stream": true asks the worker to stream the answer, for GET /stream/<jobId>.
  *
  * GET /stream/<jobId>           Server-Sent Events, read with EventSource:
- *   event: delta  data {"content": "..."}  the next piece of the answer's text
+ *   event: delta  data {"content": "..."}  the next delta of the answer's text
  *   event: done   data <chat.completion>   the whole answer: the same object that
  *                                           /check_response returns as "response"
  *   event: error  data {"error": "..."}    the model call failed
@@ -334,8 +334,8 @@ async function onSend(event) {
   try {
     const messages = [systemMessage(), ...state.conversation, message];
     const jobId = await startChat(messages, state.participantId);
-    const answer = await receiveAnswer(jobId, (piece) => (replyText.textContent += piece));
-    // The final object is the answer of record: it replaces the streamed pieces.
+    const answer = await receiveAnswer(jobId, (delta) => (replyText.textContent += delta));
+    // The final object is the answer of record: it replaces the streamed deltas.
     const content = answer.completion.choices[0].message.content;
     replyText.textContent = content;
     reply.classList.remove("pending");
