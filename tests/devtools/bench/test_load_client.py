@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.load_client import (
+from devtools.bench.load_client import (
     LoadPlan,
     RequestFailed,
     TurnRecord,

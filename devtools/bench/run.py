@@ -5,7 +5,7 @@
 
 For each worker kind and each N it starts a fresh gunicorn web and worker against real
 Redis, SecantusDB and a fake OpenAI upstream that answers after `--latency` seconds
-(+/- `--jitter`), lets N participants chat and poll (devtools.load_client), and prints
+(+/- `--jitter`), lets N participants chat and poll (devtools.bench.load_client), and prints
 answers per second against the ideal N / (latency + poll/2), chat-to-answer percentiles,
 HTTP requests per answer, errors, and the peak memory and CPU of every process. It
 writes results.json, results.md and chart.png to `--out`. Stock runs (RQ's forking
@@ -28,17 +28,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from devtools.bench_chart import draw_chart
-from devtools.bench_profile import Profiler
-from devtools.bench_report import cpu_table, markdown_table, speedups, summarise, target_checks
-from devtools.bench_stack import (
+from devtools.bench.chart import draw_chart
+from devtools.bench.load_client import LoadPlan, LoadResult, simulate
+from devtools.bench.profile import Profiler
+from devtools.bench.report import cpu_table, markdown_table, speedups, summarise, target_checks
+from devtools.bench.stack import (
     BenchStack,
     Usage,
     UsageSampler,
     generator_priority,
     wait_until_quiet,
 )
-from devtools.load_client import LoadPlan, LoadResult, simulate
 from devtools.servers import REPO_ROOT
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench_report import (
+from devtools.bench.load_client import LoadPlan, LoadResult, TurnRecord
+from devtools.bench.report import (
     cpu_table,
     ideal_rate,
     markdown_table,
@@ -14,7 +15,6 @@ from devtools.bench_report import (
     summarise,
     target_checks,
 )
-from devtools.load_client import LoadPlan, LoadResult, TurnRecord
 
 
 def steady_result(participants: int = 4, turns: int = 3, period: float = 2.25) -> LoadResult:

@@ -8,7 +8,7 @@ the load is the worst case for the given number of participants).
 
 Starts are spread evenly over `stagger_s` seconds: real participants never press "send"
 in the same millisecond, and a synthetic thundering herd would measure the herd, not the
-service (the benchmark spreads them over one whole turn, see devtools.bench).
+service (the benchmark spreads them over one whole turn, see devtools.bench.run).
 
 Everything runs on one asyncio loop; each participant keeps its own HTTP/1.1 keep-alive
 connection, as a browser tab does. The client is a few lines on asyncio

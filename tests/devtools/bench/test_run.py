@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from devtools.bench import main, parse_args, parse_counts, plan_runs, start_window
+from devtools.bench.run import main, parse_args, parse_counts, plan_runs, start_window
 
 # It starts real servers or processes.
 pytestmark = pytest.mark.integration

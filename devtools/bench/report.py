@@ -16,7 +16,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from devtools.load_client import LoadResult, TurnRecord
+from devtools.bench.load_client import LoadResult, TurnRecord
 
 PERCENTILES = (50, 90, 99)
 

@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 
-from devtools.bench_stack import UsageSampler, child_env, study_env, tree, tree_cpu, tree_rss
+from devtools.bench.stack import UsageSampler, child_env, study_env, tree, tree_cpu, tree_rss
 
 
 def test_tree_holds_the_process_and_its_children():

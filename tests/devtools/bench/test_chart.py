@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from devtools.bench_chart import draw_chart, series
+from devtools.bench.chart import draw_chart, series
 
 
 def row(worker: str, n: int, rate: float, p99: float, cut_off: bool = False) -> dict:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from devtools.bench_profile import parse_raw, report_text, top_functions
+from devtools.bench.profile import parse_raw, report_text, top_functions
 
 RAW = [
     'process 12:"python worker.py";main (worker.py:44);run (jobs.py:30);send (http.py:9) 6',

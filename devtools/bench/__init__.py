@@ -1,0 +1,1 @@
+"""`make bench`: simulated participants against web and worker on real servers."""
