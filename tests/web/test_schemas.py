@@ -208,6 +208,8 @@ def test_nesting_within_the_bound_is_stored(client, collection, participant_id):
     [
         ('{"tasks": {"n": 36893488147419103233}}', "tasks", "does not fit in 64 bits"),
         ('{"condition": [-9223372036854775809]}', "condition", "does not fit in 64 bits"),
+        # As the document states: 1e300 is an integer to JSON Schema, beyond the range.
+        ('{"tasks": {"f": 1e300}}', "tasks", "does not fit in 64 bits"),
         ('{"tasks": {"t": "\\ud83a"}}', "tasks", "not valid Unicode"),
         ('{"tasks": {"\\udc00": 1}}', "tasks", "invalid Unicode"),
         ('{"messages": ["\\ud83a"]}', "messages", "not valid Unicode"),
@@ -223,7 +225,7 @@ def test_values_mongodb_cannot_store_are_400(client, participant_id, body, field
 
 
 def test_largest_64_bit_numbers_are_stored(client, collection, participant_id):
-    tasks = {"max": 2**63 - 1, "min": -(2**63)}
+    tasks = {"max": 2**63 - 1, "min": -(2**63), "big": 9.2e18, "half": 0.5, "two": 2.0}
     assert client.post("/save", json=record(participant_id, tasks=tasks)).status_code == 201
     assert collection.find_one({"_id": participant_id})["tasks"] == tasks
 
