@@ -17,6 +17,7 @@ from studychat.web.admin import session as admin_session
 from studychat.web.admin.auth import token_matches
 from studychat.web.admin.dashboard import URL_PREFIX as RQ_DASHBOARD_PREFIX
 from studychat.web.admin.stats import DEFAULT_CHART_MINUTES, MAX_CHART_MINUTES, study_stats
+from studychat.web.api_doc import documented
 from studychat.web.errors import error_response
 from studychat.web.schemas import json_body
 from studychat.web.security_headers import html_headers
@@ -34,58 +35,51 @@ PAGE_CSP = (
 REFUSED = "This is not the admin token."
 _OFF = {"description": "The admin pages are off (no ADMIN_TOKEN is set)."}
 _ADMIN = {"tags": ["admin"], "security": [{"adminToken": []}]}
-# These routes in the OpenAPI document (openapi.py collects them).
-OPENAPI_PATHS = {
-    "/admin/api/stats": {
-        "get": {
-            "summary": "The live study page's figures and chats and errors per minute.",
-            **_ADMIN,
-            "parameters": [
-                {
-                    "name": "minutes",
-                    "in": "query",
-                    "schema": {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60},
+STATS_OPERATION = {
+    "summary": "The live study page's figures and chats and errors per minute.",
+    **_ADMIN,
+    "parameters": [
+        {
+            "name": "minutes",
+            "in": "query",
+            "schema": {"type": "integer", "minimum": 1, "maximum": 1440, "default": 60},
+        }
+    ],
+    "responses": {
+        "200": {"description": "The figures (see docs/observability.md)."},
+        "400": {"description": "`minutes` is not a whole number from 1 to 1440."},
+        "401": {"description": "Neither the admin token nor an admin session."},
+        "404": _OFF,
+    },
+}
+
+LOGIN_OPERATION = {
+    "summary": "Trade the admin token for a session cookie (browsers).",
+    "tags": ["admin"],
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {
+                    "type": "object",
+                    "properties": {"token": {"type": "string", "minLength": 1}},
+                    "required": ["token"],
                 }
-            ],
-            "responses": {
-                "200": {"description": "The figures (see docs/observability.md)."},
-                "400": {"description": "`minutes` is not a whole number from 1 to 1440."},
-                "401": {"description": "Neither the admin token nor an admin session."},
-                "404": _OFF,
-            },
-        }
+            }
+        },
     },
-    "/admin/login": {
-        "post": {
-            "summary": "Trade the admin token for a session cookie (browsers).",
-            "tags": ["admin"],
-            "requestBody": {
-                "required": True,
-                "content": {
-                    "application/json": {
-                        "schema": {
-                            "type": "object",
-                            "properties": {"token": {"type": "string", "minLength": 1}},
-                            "required": ["token"],
-                        }
-                    }
-                },
-            },
-            "responses": {
-                "204": {"description": "Session started (Set-Cookie: admin_session)."},
-                "400": {"description": "No token in the body."},
-                "401": {"description": "Not the admin token."},
-                "404": _OFF,
-            },
-        }
+    "responses": {
+        "204": {"description": "Session started (Set-Cookie: admin_session)."},
+        "400": {"description": "No token in the body."},
+        "401": {"description": "Not the admin token."},
+        "404": _OFF,
     },
-    "/admin/logout": {
-        "post": {
-            "summary": "End the browser's admin session.",
-            "tags": ["admin"],
-            "responses": {"204": {"description": "Session cookie cleared."}, "404": _OFF},
-        }
-    },
+}
+
+LOGOUT_OPERATION = {
+    "summary": "End the browser's admin session.",
+    "tags": ["admin"],
+    "responses": {"204": {"description": "Session cookie cleared."}, "404": _OFF},
 }
 BODY_NEEDED = 'Send the admin token as JSON: {"token": "..."}.'
 
@@ -98,6 +92,7 @@ def page():
 
 
 @bp.post("/login")
+@documented(LOGIN_OPERATION)
 def login():
     """Start a browser session for the admin token sent as JSON `{"token": ...}`."""
     expected = services().settings.ADMIN_TOKEN
@@ -114,6 +109,7 @@ def login():
 
 
 @bp.post("/logout")
+@documented(LOGOUT_OPERATION)
 def logout():
     """End the browser's admin session."""
     admin_session.end()
@@ -121,6 +117,7 @@ def logout():
 
 
 @bp.get("/api/stats")
+@documented(STATS_OPERATION)
 def stats():
     """The page's figures now, and chats and errors per minute over `minutes` (default 60)."""
     raw = request.args.get("minutes", str(DEFAULT_CHART_MINUTES))

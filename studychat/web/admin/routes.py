@@ -5,6 +5,15 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from studychat.chat import budgets
+from studychat.web.api_doc import (
+    ADMIN_OFF,
+    CONTRACT,
+    UNAVAILABLE,
+    documented,
+    error,
+    json_answer,
+    ref,
+)
 from studychat.web.errors import error_response
 from studychat.web.response_schemas import BudgetReport, Spending
 from studychat.web.schemas import MAX_ID_CHARS
@@ -18,6 +27,33 @@ def _answer(spending: budgets.Spending) -> Spending:
 
 
 @bp.get("/budget")
+@documented(
+    {
+        "summary": "Tokens spent and in flight, for the study and optionally one participant.",
+        "tags": [CONTRACT],
+        "security": [{"adminToken": []}],
+        "parameters": [
+            {
+                "name": "participantId",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+            }
+        ],
+        "responses": {
+            "200": json_answer("The spending report.", ref(BudgetReport)),
+            "400": error("The participantId parameter is empty or too long."),
+            "401": error("The Authorization header does not carry the admin token."),
+            "404": error(ADMIN_OFF),
+            "414": {
+                "description": "The query is longer than the HTTP server takes (gunicorn:"
+                " 4094 bytes in the request line); it answers this itself, not in JSON.",
+                "content": {"text/html": {"schema": {"type": "string"}}},
+            },
+            "503": error(UNAVAILABLE),
+        },
+    }
+)
 def budget():
     """Tokens the study has spent and holds in flight, the caps, and optionally one participant."""
     made = services()

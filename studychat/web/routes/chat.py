@@ -8,7 +8,9 @@ from studychat.chat.answer_stream import wait_until_ended
 from studychat.chat.budgets import PARTICIPANT, STUDY, admit_chat
 from studychat.chat.outcomes import FAILED_STATUSES, read_state
 from studychat.chat.task_queue import enqueue_chat, new_job_id
+from studychat.web.api_doc import RETRY_AFTER, documented, error, json_answer, post, ref
 from studychat.web.errors import error_response
+from studychat.web.response_schemas import ChatAnswer, JobAccepted, Processing
 from studychat.web.schemas import ChatRequest, CheckResponseRequest, parse_body
 from studychat.web.services import services
 
@@ -23,6 +25,20 @@ BUDGET_SPENT = {
 
 
 @bp.post("/chat")
+@documented(
+    post(
+        "Queue one chat turn; poll POST /check_response with the jobId.",
+        ChatRequest,
+        {
+            "202": json_answer("Queued.", ref(JobAccepted)),
+            "429": error(
+                "Too many chat requests for this client (Retry-After says when to try"
+                " again), or the participant's or the study's token budget is spent.",
+                headers={"Retry-After": RETRY_AFTER},
+            ),
+        },
+    )
+)
 def chat():
     """Queue one chat turn; answer at once with the job id."""
     body = parse_body(ChatRequest)
@@ -40,6 +56,20 @@ def chat():
 
 
 @bp.post("/check_response")
+@documented(
+    post(
+        "The answer of a chat turn, or that it is still being worked on.",
+        CheckResponseRequest,
+        {
+            "200": json_answer(
+                "Still processing, or the model's completion.",
+                {"anyOf": [ref(Processing), ref(ChatAnswer)]},
+            ),
+            "404": error("No job with this jobId exists (or it expired)."),
+            "502": error("The model call failed; `error` says how."),
+        },
+    )
+)
 def check_response():
     """Say whether the answer is ready, and give it when it is."""
     body = parse_body(CheckResponseRequest)

@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 from studychat.chat import budgets, job_metrics
 from studychat.chat.queue_state import read_queue_state
 from studychat.web.admin.auth import is_admin_request, unauthorized
+from studychat.web.api_doc import documented
 from studychat.web.request_metrics import scrape_registry
 from studychat.web.services import Services, services
 
@@ -33,22 +34,17 @@ logger = logging.getLogger(__name__)
 bp = Blueprint("metrics", __name__)
 
 UNAUTHORIZED = "/metrics needs the header Authorization: Bearer <ADMIN_TOKEN>."
-# This route in the OpenAPI document (openapi.py collects it).
-OPENAPI_PATHS = {
-    "/metrics": {
-        "get": {
-            "summary": "Prometheus metrics: chat jobs, queue, workers, tokens, budget, requests.",
-            "tags": ["operations"],
-            "security": [{"adminToken": []}, {}],
-            "responses": {
-                "200": {
-                    "description": "The Prometheus text exposition format.",
-                    "content": {"text/plain": {"schema": {"type": "string"}}},
-                },
-                "401": {"description": "ADMIN_TOKEN is set and the request does not carry it."},
-            },
-        }
-    }
+METRICS_OPERATION = {
+    "summary": "Prometheus metrics: chat jobs, queue, workers, tokens, budget, requests.",
+    "tags": ["operations"],
+    "security": [{"adminToken": []}, {}],
+    "responses": {
+        "200": {
+            "description": "The Prometheus text exposition format.",
+            "content": {"text/plain": {"schema": {"type": "string"}}},
+        },
+        "401": {"description": "ADMIN_TOKEN is set and the request does not carry it."},
+    },
 }
 
 HISTOGRAM_HELP = {
@@ -144,6 +140,7 @@ def budget_families(spending: budgets.Spending) -> Iterator:
 
 
 @bp.get("/metrics")
+@documented(METRICS_OPERATION)
 def metrics():
     """The Prometheus text exposition of every metric."""
     made = services()

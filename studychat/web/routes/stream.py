@@ -18,6 +18,7 @@ from redis import Redis
 
 from studychat.chat.answer_stream import read_deltas
 from studychat.chat.outcomes import JobState, read_state
+from studychat.web.api_doc import documented
 from studychat.web.errors import error_response
 from studychat.web.routes.chat import FAILED_JOB, UNKNOWN_JOB
 from studychat.web.schemas import JOB_ID_PATTERN
@@ -39,36 +40,32 @@ SSE_EVENT = {
         "id": {"type": "string"},
     },
 }
-# This route in the OpenAPI document (openapi.py collects it).
-OPENAPI_PATHS = {
-    "/stream/{job_id}": {
-        "get": {
-            "summary": "A job's answer as server-sent events: delta, then done or error.",
-            "tags": ["chat"],
-            "parameters": [
-                {
-                    "name": "job_id",
-                    "in": "path",
-                    "required": True,
-                    "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
-                },
-                {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
-            ],
-            "responses": {
-                "200": {
-                    "description": "The events.",
-                    "content": {"text/event-stream": {"schema": SSE_EVENT}},
-                },
-                "400": {"description": "The jobId is not one this service issues."},
-                "404": {"description": "No such job, or it expired."},
-                "503": {"description": "Redis cannot be reached right now."},
-            },
-        }
-    }
+STREAM_OPERATION = {
+    "summary": "A job's answer as server-sent events: delta, then done or error.",
+    "tags": ["chat"],
+    "parameters": [
+        {
+            "name": "job_id",
+            "in": "path",
+            "required": True,
+            "schema": {"type": "string", "pattern": JOB_ID_PATTERN},
+        },
+        {"name": "Last-Event-ID", "in": "header", "schema": {"type": "string"}},
+    ],
+    "responses": {
+        "200": {
+            "description": "The events.",
+            "content": {"text/event-stream": {"schema": SSE_EVENT}},
+        },
+        "400": {"description": "The jobId is not one this service issues."},
+        "404": {"description": "No such job, or it expired."},
+        "503": {"description": "Redis cannot be reached right now."},
+    },
 }
 
 
 @bp.get("/stream/<job_id>")
+@documented(STREAM_OPERATION)
 def stream(job_id: str):
     """Relay a job's answer as text/event-stream."""
     if not re.match(JOB_ID_PATTERN, job_id):
