@@ -41,6 +41,8 @@ def _http_message(error: HTTPException) -> str:
 def handle_http_exception(error: HTTPException):
     """Turn Werkzeug's HTML error pages into JSON, keeping the headers HTTP requires (Allow)."""
     headers = {name: value for name, value in error.get_headers() if name != "Content-Type"}
+    if isinstance(error, MethodNotAllowed) and error.valid_methods:
+        headers["Allow"] = ", ".join(sorted(error.valid_methods))  # the same on every run
     return error_response(error.code or 500, _http_message(error), headers)
 
 
