@@ -50,9 +50,9 @@ def main(argv: list[str]) -> int:
             }
             with WebServer(env, directory=where) as web, WorkerProcess(env, directory=where):
                 st = Path(sys.executable).parent / "st"
-                command = [str(st), "run", web.url + "/openapi.json", "--checks", "all"]
+                command = [str(st), "--config-file", str(CONFIG), "run", web.url + "/openapi.json"]
+                command += ["--checks", "all", "--suppress-health-check", "too_slow"]
                 command += ["-H", f"Authorization: Bearer {token}"]
-                command += ["--config-file", str(CONFIG), "--suppress-health-check", "too_slow"]
                 return subprocess.run([*command, *argv], cwd=where, check=False).returncode
 
 

@@ -190,11 +190,12 @@ def test_schemathesis_command_line_finds_no_failure(stack_env, worker, tmp_path,
     """`st run --checks all` on the live service, as an outsider runs it, finds nothing."""
     settings = stack_env | ({"ADMIN_TOKEN": admin_token} if admin_token else {})
     with WebServer(process_env(settings), directory=tmp_path) as web:
-        argv = [str(Path(sys.executable).parent / "st"), "run", web.url + "/openapi.json"]
+        st = str(Path(sys.executable).parent / "st")
+        argv = [st, "--config-file", str(CLI_CONFIG), "run", web.url + "/openapi.json"]
         argv += ["--checks", "all", "-n", str(CLI_EXAMPLES), "--seed", str(CLI_SEED)]
         # Generating the recursive free-form JSON of /save is slow on a busy machine:
         # that is the generator's speed, not an answer of the service.
-        argv += ["--config-file", str(CLI_CONFIG), "--suppress-health-check", "too_slow"]
+        argv += ["--suppress-health-check", "too_slow"]
         if admin_token:
             argv += ["-H", f"Authorization: Bearer {admin_token}"]
         run = subprocess.run(argv, capture_output=True, text=True, timeout=800, cwd=tmp_path)
