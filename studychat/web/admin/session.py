@@ -19,8 +19,8 @@ import hashlib
 import hmac
 from datetime import timedelta
 
-from flask import Flask, request, session
-from flask.sessions import SecureCookieSessionInterface
+from flask import Flask, Request, request, session
+from flask.sessions import SecureCookieSession, SecureCookieSessionInterface
 
 COOKIE_NAME = "admin_session"
 COOKIE_PATH = "/admin"
@@ -30,7 +30,13 @@ ADMIN = "admin"
 
 
 class AdminSessionInterface(SecureCookieSessionInterface):
-    """Flask's signed-cookie session, Secure whenever the browser came over HTTPS."""
+    """Flask's signed-cookie session under /admin only, Secure over HTTPS."""
+
+    def open_session(self, app: Flask, request: Request) -> SecureCookieSession | None:
+        """No session outside /admin: polls and chats never build a signer for nothing."""
+        if request.path != COOKIE_PATH and not request.path.startswith(COOKIE_PATH + "/"):
+            return None  # Flask then uses a null session and saves nothing
+        return super().open_session(app, request)
 
     def get_cookie_secure(self, app: Flask) -> bool:
         """Secure over HTTPS, directly or through Heroku's router; not on local plain HTTP.
