@@ -84,10 +84,10 @@ def run_chat(
     when_redis_is_up(
         lambda: budgets.record_usage(job.connection, job.id, participant_id, completion.usage)
     )
-    response = json.loads(completion.raw_json)
+    answer = json.loads(completion.raw_json)
     when_redis_is_up(
         lambda: _finish(
-            job, 200, success_body(completion.raw_json), response, completion, upstream_s=took
+            job, 200, success_body(completion.raw_json), answer, completion, upstream_s=took
         )
     )
     logger.info("answered in %.2f s, %d attempts", took, completion.attempts)
@@ -134,7 +134,7 @@ def _finish(
     job: Job,
     code: int,
     body: str,
-    response: dict | None,
+    answer: dict | None,
     completion: llm_client.Completion | None = None,
     error: str | None = None,
     attempts: int | None = None,
@@ -144,7 +144,7 @@ def _finish(
     entry = chat_log.entry_for(
         job,
         "finished" if code == 200 else "failed",
-        response,
+        answer,
         model=completion.model if completion else job_context().settings.GPT_VERSION,
         usage=completion.usage if completion else None,
         attempts=completion.attempts if completion else attempts,

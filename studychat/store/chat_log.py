@@ -39,14 +39,17 @@ CLAIM_IDLE_MS = 30_000
 CLAIM_EVERY_S = 5.0
 
 
-def entry_for(job: Job, status: str, response: dict | None, **details: Any) -> dict[str, Any]:
-    """The log document of one finished or failed chat job."""
+def entry_for(job: Job, status: str, answer: dict | None, **details: Any) -> dict[str, Any]:
+    """The log document of one finished or failed chat job.
+
+    The answer is stored under `response`, the name `/check_response` gives it.
+    """
     return {
         "_id": job.id,
         "participantId": job.kwargs.get("participant_id"),
         "messages": job.kwargs.get("messages"),
         "status": status,
-        "response": response,
+        "response": answer,
         "queuedAt": _iso(job.enqueued_at),
         "startedAt": _iso(job.started_at),
         **details,

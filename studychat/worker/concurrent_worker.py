@@ -252,7 +252,7 @@ class ConcurrentWorker(BaseWorker):
             try:
                 self._register_again_if_forgotten()
                 self._beat()
-                recovery.requeue_abandoned(self.queues, self.connection, self.serializer)
+                recovery.requeue_abandoned(self.queues, self.connection)
                 outage_watch.REDIS.succeeded()
             except Exception as error:
                 self._report_failure(error, "sending heartbeats")
@@ -289,7 +289,7 @@ class ConcurrentWorker(BaseWorker):
 
     def clean_registries(self) -> None:
         """Requeue abandoned jobs before RQ's own cleanup would mark them failed."""
-        recovery.requeue_abandoned(self.queues, self.connection, self.serializer)
+        recovery.requeue_abandoned(self.queues, self.connection)
         super().clean_registries()
 
     def request_stop(self, signum, frame) -> None:

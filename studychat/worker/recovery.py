@@ -35,7 +35,7 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def requeue_abandoned(queues: Iterable[Queue], connection: Redis, serializer=None) -> list[str]:
+def requeue_abandoned(queues: Iterable[Queue], connection: Redis) -> list[str]:
     """Requeue every job of `queues` whose worker died; return their ids."""
     requeued: list[str] = []
     for queue in queues:
