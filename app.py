@@ -9,7 +9,7 @@ from flask import Flask
 
 from studychat.factory import create_app
 from studychat.logging_setup import configure_logging
-from studychat.settings import check_settings_or_exit, load_settings
+from studychat.startup import check_or_exit
 
 __all__ = ["create_app"]
 
@@ -18,8 +18,7 @@ _app: Flask | None = None
 
 def _production_app() -> Flask:
     """The app with settings from the environment and `.env`, or a one-line refusal."""
-    check_settings_or_exit()  # a missing setting is one clear line, not a traceback
-    settings = load_settings()
+    settings = check_or_exit()  # a missing setting is one clear line, not a traceback
     configure_logging(settings.LOG_LEVEL)
     return create_app(settings)
 

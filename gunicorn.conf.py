@@ -43,10 +43,10 @@ access_log_format = ACCESS_FORMAT
 
 
 def on_starting(server):
-    """Refuse to start while a required setting is missing, naming every one."""
-    from studychat.settings import check_settings_or_exit
+    """Refuse to start while a required setting is missing or the study file is wrong."""
+    from studychat.startup import check_or_exit
 
-    check_settings_or_exit()
+    check_or_exit()
     # Set here, in the master before any worker imports prometheus_client, never at import
     # of this file (tests read it); each start gets an empty directory.
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-web-")

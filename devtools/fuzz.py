@@ -46,6 +46,8 @@ def main(argv: list[str]) -> int:
                 "DATABASE_URL": mongo.url,
                 "REDIS_URL": redis_server.url,
                 "PROLIFIC_CODE": "FUZZ",
+                "STUDY_TOKEN_BUDGET": "none",
+                "STUDY_FILE": str(REPO_ROOT / "study.example.yaml"),
                 "ADMIN_TOKEN": token,
             }
             with WebServer(env, directory=where) as web, WorkerProcess(env, directory=where):

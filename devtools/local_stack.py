@@ -58,6 +58,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PORT = 5000
 DRY_RUN_KEY = "dry-run"
 LOCAL_PROLIFIC_CODE = "LOCAL-TEST-CODE"
+LOCAL_TOKEN_BUDGET = 200_000
 DEFAULT_MODEL = "gpt-4o-mini"
 # Vite and create-react-app dev servers, where a study frontend usually runs locally.
 DEV_FRONTENDS = ("http://localhost:5173", "http://127.0.0.1:5173", "http://localhost:3000")
@@ -288,6 +289,9 @@ def local_defaults(port: int) -> dict[str, str]:
         "FRONTEND_URL": ",".join(origins),
         "PROLIFIC_CODE": LOCAL_PROLIFIC_CODE,
         "DEMO_PAGE": "true",  # a participant page at / to try the chat with
+        "STUDY_FILE": str(REPO_ROOT / "study.example.yaml"),  # the demo page runs a session
+        # A small cap: a key pasted in for a try never spends more than this.
+        "STUDY_TOKEN_BUDGET": str(LOCAL_TOKEN_BUDGET),
     }
 
 

@@ -11,6 +11,10 @@ class SettingError(StudyChatError):
     """A setting is present but cannot be parsed."""
 
 
+class StudyFileError(StudyChatError):
+    """The study file cannot be read or does not validate; the message names the field."""
+
+
 class MissingSettings(StudyChatError):
     """Required settings are missing; the process must not start."""
 
@@ -28,6 +32,19 @@ class BadRequest(StudyChatError):
 
     def __init__(self, message: str) -> None:
         self.message = message
+        super().__init__(message)
+
+
+class Refused(StudyChatError):
+    """A request the service understood but will not carry out; `status` and message say why.
+
+    A 429 carries `retry_after`, the seconds before trying again can help.
+    """
+
+    def __init__(self, status: int, message: str, retry_after: int = 3600) -> None:
+        self.status = status
+        self.message = message
+        self.retry_after = retry_after
         super().__init__(message)
 
 

@@ -19,7 +19,7 @@ from studychat.web.errors import register_error_handlers
 from studychat.web.rate_limits import RATE_LIMIT_HEADERS, init_rate_limits, trust_proxies
 from studychat.web.request_ids import install_request_ids
 from studychat.web.request_metrics import install_request_metrics
-from studychat.web.routes import chat, health, metrics, records, stream
+from studychat.web.routes import chat, health, metrics, records, sessions, stream
 from studychat.web.routes.demo import register_demo_page
 from studychat.web.security_headers import install_security_headers
 from studychat.web.services import init_services
@@ -41,6 +41,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     install_admin_guard(app, settings.ADMIN_TOKEN)
     app.register_blueprint(chat.bp)
     app.register_blueprint(records.bp)
+    app.register_blueprint(sessions.bp)
     app.register_blueprint(admin_routes.bp)
     app.register_blueprint(admin_pages.bp)
     mount_rq_dashboard(app, settings)

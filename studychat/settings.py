@@ -11,7 +11,6 @@ the missing ones at once.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Annotated, Any, Literal
 
 from dotenv import load_dotenv
 from limits import parse_many
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from studychat.exceptions import MissingSettings, SettingError
@@ -101,10 +100,36 @@ class Settings(ProcessSettings):
     CHAT_RATE_LIMIT: Annotated[
         str,
         doc(
-            "Chat turns one client may start, e.g. `20/minute` (client: participantId, else"
-            " IP); empty: no limit."
+            "Chat turns one session (legacy API: one participantId) may start, e.g."
+            " `20/minute`; empty: no limit."
         ),
     ] = "20/minute"
+    # 600: a lab of 60 behind one address chatting 4 turns a minute, with its 60 sessions,
+    # stays below half of it (docs/security.md weighs this against one abusive address).
+    CHAT_RATE_LIMIT_PER_IP: Annotated[
+        str,
+        doc(
+            "Ceiling per client address on POST /chat and POST /sessions together, whatever"
+            " ids they carry, e.g. `600/minute`; empty: no ceiling."
+        ),
+    ] = "600/minute"
+    LEGACY_API: Annotated[
+        bool,
+        doc(
+            "Accept the legacy /chat and /save bodies (the browser sends the conversation);"
+            " false: answer them 410 and accept sessions only."
+        ),
+    ] = True
+    STUDY_FILE: Annotated[
+        str,
+        doc(
+            "Path of the study file (YAML: conditions, prompts, models; docs/study-file.md);"
+            " empty: no study, POST /sessions answers 404."
+        ),
+    ] = ""
+    SESSION_TTL_S: Annotated[
+        int, doc("Seconds a participant's session token stays valid after it is issued.")
+    ] = 86400
     PROXY_FIX_X_FOR: Annotated[
         int, doc("Proxies in front of the app that append to X-Forwarded-For (Heroku: 1; none: 0).")
     ] = 1
@@ -112,8 +137,13 @@ class Settings(ProcessSettings):
         int | None, doc("Most model tokens one participantId may spend; empty: no cap.")
     ] = None
     STUDY_TOKEN_BUDGET: Annotated[
-        int | None, doc("Most model tokens all participants together may spend; empty: no cap.")
-    ] = None
+        int | None,
+        doc(
+            "Most model tokens all participants together may spend, or `none` to run"
+            " uncapped: the key is the team's money, so running uncapped must be said.",
+            **REQUIRED,
+        ),
+    ]
     ADMIN_TOKEN: Annotated[
         str,
         doc(
@@ -151,22 +181,29 @@ class Settings(ProcessSettings):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
-    @field_validator("PARTICIPANT_TOKEN_BUDGET", "STUDY_TOKEN_BUDGET", mode="before")
+    @field_validator("PARTICIPANT_TOKEN_BUDGET", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
 
-    @field_validator("DEMO_PAGE", mode="before")
+    @field_validator("STUDY_TOKEN_BUDGET", mode="before")
     @classmethod
-    def _empty_is_false(cls, value: Any) -> Any:
-        return False if isinstance(value, str) and not value.strip() else value
+    def _none_is_uncapped(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "none" else value
+
+    @field_validator("DEMO_PAGE", "LEGACY_API", mode="before")
+    @classmethod
+    def _empty_is_default(cls, value: Any, info: ValidationInfo) -> Any:
+        if isinstance(value, str) and not value.strip():
+            return cls.model_fields[str(info.field_name)].default
+        return value
 
     @field_validator("REDIS_SSL_CERT_REQS", mode="before")
     @classmethod
     def _any_case(cls, value: Any) -> Any:
         return value.strip().lower() if isinstance(value, str) else value
 
-    @field_validator("CHAT_RATE_LIMIT")
+    @field_validator("CHAT_RATE_LIMIT", "CHAT_RATE_LIMIT_PER_IP")
     @classmethod
     def _a_rate_limit(cls, value: str) -> str:
         """A flask-limiter limit string such as `20/minute` (empty: no limit)."""
@@ -229,16 +266,6 @@ SETTINGS: tuple[Setting, ...] = tuple(_describe(name) for name in Settings.model
 def load_dotenv_file(directory: Path | None = None) -> None:
     """Load `.env` from the working directory without overriding the environment."""
     load_dotenv((directory or Path.cwd()) / ".env", override=False)
-
-
-def check_settings_or_exit() -> None:
-    """Refuse to start, naming every missing setting, before a server process forks."""
-    load_dotenv_file()
-    try:
-        load_settings()
-    except (MissingSettings, SettingError) as error:
-        print(f"Refusing to start: {error}", file=sys.stderr, flush=True)
-        raise SystemExit(1) from None
 
 
 def load_settings(overrides: Mapping[str, Any] | None = None) -> Settings:

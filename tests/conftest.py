@@ -78,6 +78,8 @@ def stack_env(redis_server, mongo_server, upstream_server) -> dict[str, str]:
         # The suite starts hundreds of chats from one address within a minute; the tests of
         # the limit itself (tests/test_rate_limits.py) build apps with tight ones.
         "CHAT_RATE_LIMIT": "100000/minute",
+        "CHAT_RATE_LIMIT_PER_IP": "100000/minute",
+        "STUDY_TOKEN_BUDGET": "none",
     }
 
 

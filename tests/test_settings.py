@@ -15,7 +15,10 @@ REQUIRED = [s.name for s in SETTINGS if s.required]
 
 
 def complete_source() -> dict[str, str]:
-    return {name: "x" for name in REQUIRED} | {"FRONTEND_URL": "https://a.org, https://b.org"}
+    return {name: "x" for name in REQUIRED} | {
+        "FRONTEND_URL": "https://a.org, https://b.org",
+        "STUDY_TOKEN_BUDGET": "none",
+    }
 
 
 def test_missing_settings_are_all_named():
@@ -55,16 +58,33 @@ def test_a_secret_never_shows_in_the_settings_repr():
 
 
 def test_text_from_the_environment_is_parsed_like_the_old_table(monkeypatch):
-    monkeypatch.setenv("STUDY_TOKEN_BUDGET", "")
+    monkeypatch.setenv("PARTICIPANT_TOKEN_BUDGET", "")
     monkeypatch.setenv("DEMO_PAGE", "Yes")
+    monkeypatch.setenv("LEGACY_API", "")
     monkeypatch.setenv("REDIS_SSL_CERT_REQS", "NONE")
-    settings = load_settings(complete_source())
-    assert (settings.STUDY_TOKEN_BUDGET, settings.DEMO_PAGE) == (None, True)
+    settings = load_settings(
+        {k: v for k, v in complete_source().items() if k != "STUDY_TOKEN_BUDGET"}
+        | {"STUDY_TOKEN_BUDGET": "NONE"}
+    )
+    assert (settings.PARTICIPANT_TOKEN_BUDGET, settings.STUDY_TOKEN_BUDGET) == (None, None)
+    assert (settings.DEMO_PAGE, settings.LEGACY_API) == (True, True)
     assert settings.REDIS_SSL_CERT_REQS == "none"
     with pytest.raises(SettingError, match="CHAT_RATE_LIMIT"):
         load_settings(complete_source() | {"CHAT_RATE_LIMIT": "often"})
     with pytest.raises(SettingError, match="ADMIN_TOKEN"):
         load_settings(complete_source() | {"ADMIN_TOKEN": "short"})
+
+
+def test_the_study_budget_must_be_stated_a_number_or_none():
+    """Running on the team's key uncapped is a decision: a blank budget refuses to start."""
+    with pytest.raises(MissingSettings) as raised:
+        load_settings(complete_source() | {"STUDY_TOKEN_BUDGET": " "})
+    assert raised.value.names == ["STUDY_TOKEN_BUDGET"]
+    assert (
+        load_settings(complete_source() | {"STUDY_TOKEN_BUDGET": "5000"}).STUDY_TOKEN_BUDGET == 5000
+    )
+    with pytest.raises(SettingError, match="STUDY_TOKEN_BUDGET"):
+        load_settings(complete_source() | {"STUDY_TOKEN_BUDGET": "unlimited"})
 
 
 def test_env_example_documents_every_setting():

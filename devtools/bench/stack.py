@@ -61,6 +61,8 @@ def study_env(redis_url: str, mongo_url: str, upstream_url: str) -> dict[str, st
         "LLM_MAX_RETRIES": "2",
         # The benchmark is one client address playing hundreds of participants.
         "CHAT_RATE_LIMIT": "100000/minute",
+        "CHAT_RATE_LIMIT_PER_IP": "100000/minute",
+        "STUDY_TOKEN_BUDGET": "none",
     }
 
 

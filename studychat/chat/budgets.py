@@ -243,8 +243,12 @@ def admit_chat(
     participant_id: str | None,
     messages: Sequence[Mapping[str, Any]],
     settings: Settings,
+    token_limit: int | None = None,
 ) -> str | None:
-    """Admit one chat turn under the caps of `settings`, or name the budget that is spent."""
-    charge = provisional_charge(messages, settings.GPT_TOKEN_LIMIT)
+    """Admit one chat turn under the caps of `settings`, or name the budget that is spent.
+
+    `token_limit` is the turn's output cap when a study condition sets its own.
+    """
+    charge = provisional_charge(messages, token_limit or settings.GPT_TOKEN_LIMIT)
     caps = Caps.from_settings(settings)
     return admit(connection, job_id, participant_id, charge, caps, hold_seconds(settings))

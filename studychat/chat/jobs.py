@@ -17,6 +17,7 @@ from rq.job import Job
 from studychat import outage_watch
 from studychat.chat import answer_stream, budgets, job_metrics, llm_client
 from studychat.chat.outcomes import has_outcome, store_outcome, success_body
+from studychat.chat.session_turn import SessionTurn, settled_turn
 from studychat.exceptions import ModelCallFailed
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
 from studychat.settings import Settings, load_settings
@@ -51,47 +52,69 @@ def job_context() -> JobContext:
 
 
 def run_chat(
-    messages: list[dict], participant_id: str | None = None, stream: bool = False
+    messages: list[dict],
+    participant_id: str | None = None,
+    stream: bool = False,
+    session: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Ask the model for the next turn; store the answer and its transcript entry together."""
-    settings = job_context().settings
+    """Ask the model for the next turn; store the answer and its transcript entry together.
+
+    `session` (a SessionTurn's kwargs) names the condition's model and parameters of a
+    study session's turn; without it (legacy API) the settings name them.
+    """
     job = running_job()
     if has_outcome(job.connection, job.id):
         # Run again after its worker died between answering and bookkeeping: keep the answer.
         return {"recovered": True}
-    request = llm_client.build_request(messages, settings.GPT_VERSION, settings.GPT_TOKEN_LIMIT)
+    turn = SessionTurn.from_kwargs(session) if session else None
+    request = model_request(messages, turn)
+    finish = partial(_finish, job, turn=turn)
     called = time.monotonic()
     try:
         completion = _call_model(job, request, stream)
     except ModelCallFailed as failure:
         logger.warning("chat job %s failed: %s", job.id, failure.message)
-        body = json.dumps({"error": failure.message})
         took = time.monotonic() - called
         when_redis_is_up(
             partial(
-                _finish,
-                job,
+                finish,
                 502,
-                body,
+                json.dumps({"error": failure.message}),
                 None,
+                upstream_s=took,
                 error=failure.message,
                 attempts=failure.attempts,
-                upstream_s=took,
+                model=request["model"],
             )
         )
         raise
     took = time.monotonic() - called
+    budget_key = turn.budget_key if turn else participant_id
     when_redis_is_up(
-        lambda: budgets.record_usage(job.connection, job.id, participant_id, completion.usage)
+        lambda: budgets.record_usage(job.connection, job.id, budget_key, completion.usage)
     )
     answer = json.loads(completion.raw_json)
     when_redis_is_up(
-        lambda: _finish(
-            job, 200, success_body(completion.raw_json), answer, completion, upstream_s=took
+        partial(
+            finish,
+            200,
+            success_body(completion.raw_json),
+            answer,
+            upstream_s=took,
+            completion=completion,
+            model=completion.model,
         )
     )
     logger.info("answered in %.2f s, %d attempts", took, completion.attempts)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}
+
+
+def model_request(messages: list[dict], turn: SessionTurn | None) -> dict[str, Any]:
+    """The upstream request: the session's condition decides model and options, else settings."""
+    if turn is not None:
+        return llm_client.build_request(messages, turn.model, turn.max_tokens, turn.options)
+    settings = job_context().settings
+    return llm_client.build_request(messages, settings.GPT_VERSION, settings.GPT_TOKEN_LIMIT)
 
 
 def running_job() -> Job:
@@ -135,28 +158,40 @@ def _finish(
     code: int,
     body: str,
     answer: dict | None,
+    *,
+    model: str,
+    turn: SessionTurn | None,
     completion: llm_client.Completion | None = None,
     error: str | None = None,
     attempts: int | None = None,
     upstream_s: float | None = None,
 ) -> None:
     """Store the answer the web reads, the transcript entry and the metrics in one transaction."""
+    settled = settled_turn(turn, job.id, answer, model, error) if turn else None
     entry = chat_log.entry_for(
         job,
         "finished" if code == 200 else "failed",
         answer,
-        model=completion.model if completion else job_context().settings.GPT_VERSION,
+        model=model,
         usage=completion.usage if completion else None,
         attempts=completion.attempts if completion else attempts,
         error=error,
         endedAt=chat_log.utcnow_iso(),
+        **({"condition": turn.condition, "turn": settled} if turn else {}),
     )
     with job.connection.pipeline(transaction=True) as pipeline:
         ttl = job_context().settings.RESULT_TTL_S
-        store_outcome(pipeline, job.id, code, body, ttl)
+        store_outcome(pipeline, job.id, code, body, ttl, turn_fields(turn, settled))
         answer_stream.mark_ended(pipeline, job.id, ttl)
         chat_log.add_entry(pipeline, entry)
         job_metrics.record_job(
             pipeline, job, code == 200, upstream_s, entry["attempts"], entry["usage"]
         )
         pipeline.execute()
+
+
+def turn_fields(turn: SessionTurn | None, settled: dict | None) -> dict[str, str]:
+    """What a session's outcome adds: the turn to append, and when it may be released."""
+    if turn is None:
+        return {}
+    return {"turn": json.dumps(settled), "release": repr(turn.release_at)}

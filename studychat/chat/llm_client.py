@@ -49,12 +49,21 @@ def to_openai_message(message: Mapping[str, Any]) -> dict[str, Any]:
     return {"role": message["role"], "content": parts}
 
 
-def build_request(messages: Sequence[Mapping[str, Any]], model: str, token_limit: int) -> dict:
-    """The keyword arguments of the upstream call; the client chooses neither model nor cap."""
+def build_request(
+    messages: Sequence[Mapping[str, Any]],
+    model: str,
+    token_limit: int,
+    options: Mapping[str, Any] | None = None,
+) -> dict:
+    """The keyword arguments of the upstream call; the client chooses neither model nor cap.
+
+    `options` are a study condition's sampling parameters (temperature, top_p, seed).
+    """
     return {
         "model": model,
         "messages": [to_openai_message(message) for message in messages],
         token_limit_parameter(model): token_limit,
+        **(options or {}),
     }
 
 

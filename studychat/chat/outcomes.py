@@ -6,6 +6,8 @@ spliced in untouched) with the status code, so answering costs no parsing at all
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from redis import Redis
@@ -25,11 +27,23 @@ class JobState:
     status_code: int | None
     body: bytes | None
     rq_status: str | None
+    # Unix time before which a session's answer is held back (min_reply_seconds).
+    release_at: float = 0.0
 
     @property
     def over(self) -> bool:
         """Whether nothing more will happen: answered, failed, or unknown (expired)."""
         return self.body is not None or self.rq_status in FAILED_STATUSES | {None}
+
+    @property
+    def released(self) -> bool:
+        """Whether the outcome may be shown now (always, unless a condition paces it)."""
+        return self.held_for <= 0
+
+    @property
+    def held_for(self) -> float:
+        """Seconds until the outcome may be shown."""
+        return self.release_at - time.time()
 
 
 def outcome_key(job_id: str) -> str:
@@ -42,16 +56,23 @@ def success_body(raw_completion_json: str) -> str:
     return '{"response": ' + raw_completion_json + "}"
 
 
-def store_outcome(pipeline: Pipeline, job_id: str, status_code: int, body: str, ttl: int) -> None:
+def store_outcome(
+    pipeline: Pipeline,
+    job_id: str,
+    status_code: int,
+    body: str,
+    ttl: int,
+    extra: Mapping[str, str] | None = None,
+) -> None:
     """Record a job's final answer (200) or failure (502) for `ttl` seconds, on `pipeline`.
 
     The first outcome stored stays: a job run a second time by recovery (its first run's
     answer was stored late, during a Redis outage) never replaces what a participant may
-    already have been shown.
+    already have been shown. `extra` holds a session turn's fields (`turn`, `release`).
     """
     key = outcome_key(job_id)
-    pipeline.hsetnx(key, "code", status_code)
-    pipeline.hsetnx(key, "body", body)
+    for field, value in {"code": str(status_code), "body": body, **(extra or {})}.items():
+        pipeline.hsetnx(key, field, value)
     pipeline.expire(key, ttl)
 
 
@@ -63,11 +84,12 @@ def has_outcome(connection: Redis, job_id: str) -> bool:
 def read_state(connection: Redis, job_id: str) -> JobState:
     """The outcome and RQ status of a job, in a single round trip."""
     pipe = connection.pipeline(transaction=False)
-    pipe.hmget(outcome_key(job_id), "code", "body")
+    pipe.hmget(outcome_key(job_id), "code", "body", "release")
     pipe.hget(Job.key_for(job_id), "status")
-    (code, body), status = pipe.execute()
+    (code, body, release), status = pipe.execute()
     return JobState(
         status_code=int(code) if code is not None else None,
         body=body,
         rq_status=status.decode() if status is not None else None,
+        release_at=float(release) if release is not None else 0.0,
     )

@@ -67,11 +67,17 @@ def enqueue_chat(
     settings: Settings,
     job_id: str | None = None,
     stream: bool = False,
+    session: dict[str, Any] | None = None,
 ) -> str:
-    """Put one chat turn on the queue (as `job_id` when given) and return its job id."""
+    """Put one chat turn on the queue (as `job_id` when given) and return its job id.
+
+    `session` is a study session's turn (SessionTurn kwargs); legacy turns have none.
+    """
     kwargs: dict[str, Any] = {"messages": messages, "participant_id": participant_id}
     if stream:
         kwargs["stream"] = True
+    if session:
+        kwargs["session"] = session
     job = queue.enqueue(
         CHAT_JOB,
         kwargs=kwargs,

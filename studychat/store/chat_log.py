@@ -26,6 +26,7 @@ from rq.job import Job
 from studychat import outage_watch
 from studychat.outage_watch import Backoff
 from studychat.store.database import CHAT_LOG_COLLECTION
+from studychat.study.sessions import settle_turn
 
 logger = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ class ChatLogShipper(threading.Thread):
         super().__init__(name="chat-log-shipper", daemon=True)
         self.connection = connection
         self.claim_idle_ms = claim_idle_ms
+        self.db = db
         self.collection = db[CHAT_LOG_COLLECTION]
         self.consumer = consumer
         self.stopping = threading.Event()
@@ -167,6 +169,10 @@ class ChatLogShipper(threading.Thread):
         documents = [to_document(fields[b"doc"]) for _, fields in entries]
         writes = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
         self.collection.bulk_write(writes, ordered=False)
+        for doc in documents:
+            if doc.get("turn") is not None:
+                # A study session's turn joins its conversation (once: see settle_turn).
+                settle_turn(self.db, doc["participantId"], doc["_id"], doc["turn"])
         ids = [entry_id for entry_id, _ in entries]
         with self.connection.pipeline() as pipeline:
             pipeline.xack(STREAM, GROUP, *ids)

@@ -13,6 +13,10 @@ from pymongo.errors import DuplicateKeyError
 DATA_COLLECTION = "data"
 # One document per chat job, keyed by job id (see chat_log.py).
 CHAT_LOG_COLLECTION = "chat_log"
+# One document per participant session of a study, keyed by participantId (study/sessions.py).
+SESSIONS_COLLECTION = "sessions"
+# One counter per study and set of weights (study/assignment.py).
+ASSIGNMENTS_COLLECTION = "assignments"
 
 
 def make_mongo_client(url: str) -> MongoClient:
@@ -37,6 +41,31 @@ def save_participant_record(
         "tasks": tasks,
         "condition": condition,
         "savedAt": datetime.now(UTC),
+    }
+    try:
+        db[DATA_COLLECTION].insert_one(record)
+    except DuplicateKeyError:
+        return False
+    return True
+
+
+def save_session_record(
+    db: Database, session: dict[str, Any], fields: dict[str, Any], saved_at: datetime
+) -> bool:
+    """Store a session participant's record once; False when one exists (it is kept).
+
+    The server writes what it holds (study, condition, Prolific's ids, the conversation
+    with its times); `fields` are what the client sent (`tasks` and the rest), as sent.
+    """
+    record = {
+        **fields,
+        "_id": session["_id"],
+        "study": session["study"],
+        "studyHash": session["studyHash"],
+        "condition": session["condition"],
+        "prolific": session["prolific"],
+        "messages": session["messages"],
+        "savedAt": saved_at,
     }
     try:
         db[DATA_COLLECTION].insert_one(record)

@@ -65,12 +65,18 @@ def error(description: str, **extra: Any) -> dict[str, Any]:
     return json_answer(description, ref(ErrorAnswer), **extra)
 
 
-def post(summary: str, body: type[BaseModel], answers: dict[str, Any]) -> dict[str, Any]:
-    """A contract POST operation with a JSON body and the errors every POST route answers."""
+def post(
+    summary: str, body: type[BaseModel] | dict[str, Any], answers: dict[str, Any]
+) -> dict[str, Any]:
+    """A contract POST operation with a JSON body and the errors every POST route answers.
+
+    `body` is the model of the body, or a schema (to offer the legacy and session bodies).
+    """
+    schema = body if isinstance(body, dict) else ref(body)
     return {
         "summary": summary,
         "tags": [CONTRACT],
-        "requestBody": {"required": True, "content": {"application/json": {"schema": ref(body)}}},
+        "requestBody": {"required": True, "content": {"application/json": {"schema": schema}}},
         "responses": {
             **answers,
             "400": error(BAD_REQUEST),

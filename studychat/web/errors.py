@@ -9,7 +9,7 @@ import redis.exceptions
 from flask import Flask, Response, jsonify, request
 from werkzeug.exceptions import HTTPException, MethodNotAllowed
 
-from studychat.exceptions import BadRequest
+from studychat.exceptions import BadRequest, Refused
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +51,12 @@ def handle_bad_request(error: BadRequest):
     return error_response(400, error.message)
 
 
+def handle_refused(error: Refused):
+    """Answer the refusal's status and sentence (429s say when to try again: Retry-After)."""
+    headers = {"Retry-After": str(error.retry_after)} if error.status == 429 else None
+    return error_response(error.status, error.message, headers)
+
+
 def handle_redis_down(error: redis.exceptions.RedisError):
     """Answer 503 when Redis cannot be reached."""
     logger.warning("redis unavailable: %s", type(error).__name__)
@@ -73,6 +79,7 @@ def register_error_handlers(app: Flask) -> None:
     """Install the JSON error handlers on `app`."""
     app.register_error_handler(HTTPException, handle_http_exception)
     app.register_error_handler(BadRequest, handle_bad_request)
+    app.register_error_handler(Refused, handle_refused)
     app.register_error_handler(redis.exceptions.ConnectionError, handle_redis_down)
     app.register_error_handler(redis.exceptions.TimeoutError, handle_redis_down)
     app.register_error_handler(redis.exceptions.BusyLoadingError, handle_redis_down)

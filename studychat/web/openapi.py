@@ -28,6 +28,7 @@ from studychat.web.response_schemas import (
     Participated,
     Processing,
     Saved,
+    SessionOpened,
 )
 from studychat.web.schemas import (
     STORABLE_JSON,
@@ -36,6 +37,9 @@ from studychat.web.schemas import (
     CheckResponseRequest,
     RequestLimits,
     SaveRequest,
+    SessionChatRequest,
+    SessionSaveRequest,
+    SessionStartRequest,
     bounded_models,
     storable_json_schema,
 )
@@ -47,13 +51,30 @@ TITLE = "Study chat proxy"
 VERSION = "1.0.0"
 UNDESCRIBED = "undescribed"
 FLASK_PARAMETER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
-RESPONSES = (ErrorAnswer, JobAccepted, Processing, ChatAnswer, Saved, Participated, BudgetReport)
+RESPONSES = (
+    ErrorAnswer,
+    JobAccepted,
+    Processing,
+    ChatAnswer,
+    Saved,
+    Participated,
+    BudgetReport,
+    SessionOpened,
+)
 
 
 def component_schemas(limits: RequestLimits) -> dict[str, Any]:
     """JSON Schemas of every request body (with `limits`) and every answer body."""
     bounded = bounded_models(limits)
-    requests = (ChatRequest, CheckResponseRequest, SaveRequest, CheckParticipationRequest)
+    requests = (
+        ChatRequest,
+        CheckResponseRequest,
+        SaveRequest,
+        CheckParticipationRequest,
+        SessionStartRequest,
+        SessionChatRequest,
+        SessionSaveRequest,
+    )
     models = [(bounded.get(model, model), "validation") for model in requests]
     models += [(model, "serialization") for model in RESPONSES]
     _, definitions = models_json_schema(models, ref_template=REF)  # type: ignore[arg-type]

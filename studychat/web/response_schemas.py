@@ -43,6 +43,31 @@ class Saved(BaseModel):
     prolificUrl: str
 
 
+class SessionMessageShown(BaseModel):
+    """One message of a session's conversation as the participant may see it."""
+
+    role: Literal["user", "assistant"]
+    content: str
+    image: str | None = None
+    jobId: str | None = Field(default=None, description="The chat job of this turn.")
+    error: str | None = Field(default=None, description="Why this message got no answer.")
+
+
+class SessionOpened(BaseModel):
+    """200 or 201 of POST /sessions: the participant's credential, condition and conversation."""
+
+    sessionToken: str = Field(description="Send it with every /chat and /save of the session.")
+    condition: str
+    messages: list[SessionMessageShown] = Field(
+        description="The conversation so far: the opening message, then every turn released."
+    )
+    client: dict[str, Any] = Field(description="The condition's `client` from the study file.")
+    maxTurns: int = Field(description="Messages the participant may send in the session.")
+    pendingJobId: str | None = Field(
+        description="The job of a message still awaiting its answer (poll or stream it)."
+    )
+
+
 class Participated(BaseModel):
     """302 of POST /check_participation: a record exists for this id."""
 

@@ -30,6 +30,7 @@ from pydantic import (
     WithJsonSchema,
     create_model,
     field_validator,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -150,7 +151,7 @@ def escape_key(key: str, where: str) -> str:
 
 
 STORABLE_JSON = "StorableJson"
-STORABLE_JSON_REF = {"$ref": f"#/components/schemas/{STORABLE_JSON}"}
+STORABLE_JSON_REF: dict[str, Any] = {"$ref": f"#/components/schemas/{STORABLE_JSON}"}
 # Text with no lone surrogate (a JSON escape can smuggle one in; BSON stores UTF-8 only),
 # and keys with no NUL either. Written as escapes both Python's re and Rust's regex read
 # (tools built on jsonschema-rs refuse a pattern holding a surrogate itself).
@@ -251,14 +252,19 @@ class ChatMessage(RequestBody):
             return None
         if info.data.get("role") != "user":
             raise PydanticCustomError("image_role", "only a user message may carry an image")
-        if not is_data_url(image):
-            raise PydanticCustomError("image_form", IMAGE_FORM)
-        limits = info.context
-        if isinstance(limits, RequestLimits) and image_bytes(image) > limits.max_image_bytes:
-            raise PydanticCustomError(
-                "image_size", "the image exceeds {limit} bytes", {"limit": limits.max_image_bytes}
-            )
-        return image
+        return checked_image(image, info)
+
+
+def checked_image(image: str, info: ValidationInfo) -> str:
+    """`image` if it is an inline image of a known type within MAX_IMAGE_BYTES."""
+    if not is_data_url(image):
+        raise PydanticCustomError("image_form", IMAGE_FORM)
+    limits = info.context
+    if isinstance(limits, RequestLimits) and image_bytes(image) > limits.max_image_bytes:
+        raise PydanticCustomError(
+            "image_size", "the image exceeds {limit} bytes", {"limit": limits.max_image_bytes}
+        )
+    return image
 
 
 class ChatRequest(RequestBody):
@@ -284,6 +290,78 @@ class ChatRequest(RequestBody):
                 {"total": total, "limit": limits.max_total_chars},
             )
         return messages
+
+
+SessionToken = Annotated[
+    StrictStr,
+    Field(min_length=1, max_length=MAX_ID_CHARS, description="The token POST /sessions issued."),
+]
+
+
+class SessionStartRequest(RequestBody):
+    """POST /sessions: Prolific's ids, as a study link passes them in its URL."""
+
+    participantId: NonEmptyId = Field(description="Prolific's PROLIFIC_PID.")
+    studyId: NonEmptyId | None = Field(default=None, description="Prolific's STUDY_ID.")
+    sessionId: NonEmptyId | None = Field(default=None, description="Prolific's SESSION_ID.")
+
+
+class SessionMessage(RequestBody):
+    """The participant's new message; the server holds everything said before."""
+
+    content: StrictStr
+    image: ImageDataUrl | None = None  # type: ignore[valid-type]
+
+    @field_validator("image")
+    @classmethod
+    def check_image(cls, image: str | None, info: ValidationInfo) -> str | None:
+        """Only inline images of a known type and size."""
+        return checked_image(image, info) if image is not None else None
+
+
+class SessionChatRequest(RequestBody):
+    """POST /chat in a study session: only the new message."""
+
+    sessionToken: SessionToken
+    message: SessionMessage
+    stream: StrictBool = Field(
+        default=False,
+        description="Stream the answer from the model, to read it at GET /stream/{jobId}.",
+    )
+
+
+# Fields of a session's record the server writes; a client may not send them.
+SERVER_SET_FIELDS = frozenset(
+    {"_id", "participantId", "study", "studyHash", "condition", "prolific", "messages", "savedAt"}
+)
+
+
+class SessionSaveRequest(RequestBody):
+    """POST /save in a study session: `tasks` and any other fields, stored as sent."""
+
+    model_config = ConfigDict(
+        extra="allow", json_schema_extra={"additionalProperties": STORABLE_JSON_REF}
+    )
+
+    sessionToken: SessionToken
+    tasks: Annotated[
+        dict[str, Any], AfterValidator(storable_json), WithJsonSchema(STORABLE_OBJECT)
+    ] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def check_other_fields(self) -> SessionSaveRequest:
+        """Other fields are stored as sent, unless the server sets that field itself."""
+        for name, value in (self.model_extra or {}).items():
+            if name in SERVER_SET_FIELDS:
+                raise PydanticCustomError(
+                    "server_set", "field {name} is set by the server", {"name": name}
+                )
+            self.model_extra[name] = storable_json(value, name)  # type: ignore[index]
+        return self
+
+    def other_fields(self) -> dict[str, Any]:
+        """The fields beyond sessionToken and tasks, as sent."""
+        return dict(self.model_extra or {})
 
 
 class CheckResponseRequest(RequestBody):
@@ -330,7 +408,25 @@ def bounded_models(limits: RequestLimits) -> dict[type[BaseModel], type[BaseMode
         __doc__=ChatRequest.__doc__,
         messages=(list[message], Field(min_length=1, max_length=limits.max_messages)),  # type: ignore[valid-type]
     )
-    return {ChatMessage: message, ChatRequest: chat}
+    session_message = create_model(
+        "SessionMessage",
+        __base__=SessionMessage,
+        __doc__=SessionMessage.__doc__,
+        content=(Annotated[StrictStr, Field(max_length=limits.max_message_chars)], ...),
+        image=(image_field(limits.max_image_bytes) | None, None),
+    )
+    session_chat = create_model(
+        "SessionChatRequest",
+        __base__=SessionChatRequest,
+        __doc__=SessionChatRequest.__doc__,
+        message=(session_message, ...),
+    )
+    return {
+        ChatMessage: message,
+        ChatRequest: chat,
+        SessionMessage: session_message,
+        SessionChatRequest: session_chat,
+    }
 
 
 def current_limits() -> RequestLimits:
@@ -363,6 +459,8 @@ def describe_error(error: ValidationError) -> str:
     """The first validation problem as a sentence naming the field."""
     first = error.errors(include_url=False, include_input=False)[0]
     field = _field_path(first["loc"])
+    if not field:
+        return f"The body is invalid: {first['msg']}."
     if first["type"] == "missing":
         return f"Field '{field}' is required."
     return f"Field '{field}' is invalid: {first['msg']}."

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 from flask import Flask, current_app
@@ -13,6 +14,9 @@ from rq import Queue
 from studychat.chat.task_queue import make_queue, make_redis
 from studychat.settings import Settings
 from studychat.store.database import make_mongo_client
+from studychat.study.definition import Study, load_configured_study
+
+logger = logging.getLogger(__name__)
 
 EXTENSION_KEY = "study_chat"
 
@@ -26,6 +30,7 @@ class Services:
     queue: Queue
     mongo: MongoClient
     db: Database
+    study: Study | None
 
 
 def init_services(app: Flask, settings: Settings) -> Services:
@@ -40,7 +45,12 @@ def init_services(app: Flask, settings: Settings) -> Services:
         queue=make_queue(connection),
         mongo=mongo,
         db=mongo[settings.DATABASE_NAME],
+        study=load_configured_study(settings),
     )
+    if made.study is not None:
+        logger.info(
+            "study %s from %s, sha256 %s", made.study.name, settings.STUDY_FILE, made.study.hash
+        )
     app.extensions[EXTENSION_KEY] = made
     return made
 

@@ -17,9 +17,11 @@ from studychat.chat import jobs
 from studychat.chat.task_queue import QUEUE_NAME, SERIALIZER, make_redis
 from studychat.logging_setup import configure_logging, set_context_source
 from studychat.outage_watch import wait_for_redis
-from studychat.settings import Settings, check_settings_or_exit, load_settings
+from studychat.settings import Settings
+from studychat.startup import check_or_exit
 from studychat.store.chat_log import ChatLogShipper
 from studychat.store.database import make_mongo_client
+from studychat.study.definition import load_configured_study
 from studychat.worker.concurrent_worker import ConcurrentWorker
 
 logger = logging.getLogger(__name__)
@@ -48,8 +50,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stock", action="store_true", help="run RQ's stock worker")
     args = parser.parse_args(argv)
-    check_settings_or_exit()
-    settings = load_settings()
+    settings = check_or_exit()
+    study = load_configured_study(settings)
     configure_logging(settings.LOG_LEVEL)
     set_context_source("job_id", current_job_id)
     jobs.init_jobs(settings)  # before any job runs, so that all jobs share one model client
@@ -61,6 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     worker = build_worker(settings, connection, args.stock)
     shipper = start_chat_log_shipper(settings, connection, worker.name)
     logger.info("worker started: %s on queue %s", type(worker).__name__, QUEUE_NAME)
+    if study is not None:
+        logger.info("study %s from %s, sha256 %s", study.name, settings.STUDY_FILE, study.hash)
     worker.work(logging_level=settings.LOG_LEVEL)
     shipper.stop()
     return 0

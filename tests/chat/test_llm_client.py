@@ -15,7 +15,7 @@ from tests.support.upstream import control
 
 SETTINGS = {"OPENAI_API_KEY": "sk-test", "LLM_TIMEOUT_S": 5.0, "LLM_MAX_RETRIES": 1}
 REQUIRED = {"GPT_VERSION": "m", "FRONTEND_URL": "https://a.org", "DATABASE_URL": "mongodb://x"}
-REQUIRED |= {"REDIS_URL": "redis://x", "PROLIFIC_CODE": "C"}
+REQUIRED |= {"REDIS_URL": "redis://x", "PROLIFIC_CODE": "C", "STUDY_TOKEN_BUDGET": "none"}
 
 
 def test_plain_message_passes_through():

@@ -1,4 +1,4 @@
-"""CHAT_RATE_LIMIT per participantId or client address, shared by web processes through Redis."""
+"""CHAT_RATE_LIMIT per session or participantId, CHAT_RATE_LIMIT_PER_IP per address, in Redis."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from redis import Redis
 
 from devtools.servers import free_port
 from studychat.factory import create_app
-from studychat.web.rate_limits import client_key
+from studychat.study.sessions import token_key
+from studychat.web.rate_limits import address_key, chat_client
 from studychat.web.services import close_services
 from tests.support.stack import FRONTEND
 
@@ -95,8 +96,8 @@ def test_the_limit_is_shared_by_all_web_processes(make_app, participant_id):
     assert chat(second, participant_id).status_code == 429
 
 
-def test_without_participant_the_client_address_counts(make_app):
-    client = make_app().test_client()
+def test_without_participant_the_address_ceiling_counts(make_app):
+    client = make_app(CHAT_RATE_LIMIT_PER_IP="3/minute").test_client()
     address = f"203.0.113.{uuid.uuid4().int % 250 + 1}"
     # A client cannot escape by forging X-Forwarded-For: the router appends the real address.
     for forged in ("1.1.1.1", "2.2.2.2", "3.3.3.3"):
@@ -106,7 +107,7 @@ def test_without_participant_the_client_address_counts(make_app):
 
 
 def test_with_no_proxy_forwarded_for_is_ignored(make_app):
-    client = make_app(PROXY_FIX_X_FOR="0").test_client()
+    client = make_app(PROXY_FIX_X_FOR="0", CHAT_RATE_LIMIT_PER_IP="3/minute").test_client()
     answers = [chat(client, forwarded_for=f"198.51.100.{n}").status_code for n in range(4)]
     assert answers == [202, 202, 202, 429]  # all from the test client's own address
 
@@ -140,14 +141,17 @@ def test_redis_down_is_503_and_records_still_work(make_app, participant_id):
     ("body", "key"),
     [
         ({"participantId": "P7"}, "participant:P7"),
-        ({"participantId": {"$ne": 1}}, "ip:10.1.2.3"),
-        ({"participantId": ""}, "ip:10.1.2.3"),
-        ({"participantId": "x" * 201}, "ip:10.1.2.3"),
-        ({"participantId": "P\ud83a"}, "ip:10.1.2.3"),
-        ([1, 2], "ip:10.1.2.3"),
+        ({"participantId": "P7", "sessionToken": "t0k3n"}, token_key("t0k3n")),
+        ({"participantId": {"$ne": 1}}, None),
+        ({"participantId": ""}, None),
+        ({"participantId": "x" * 201}, None),
+        ({"participantId": "P\ud83a"}, None),
+        ([1, 2], None),
     ],
 )
-def test_client_key(app, body, key):
+def test_chat_client(app, body, key):
+    """A session counts by its token's hash; a malformed id counts only against the address."""
     environ = {"REMOTE_ADDR": "10.1.2.3"}
     with app.test_request_context("/chat", method="POST", json=body, environ_base=environ):
-        assert client_key() == key
+        assert chat_client() == key
+        assert address_key() == "ip:10.1.2.3"

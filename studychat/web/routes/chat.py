@@ -2,20 +2,41 @@
 
 from __future__ import annotations
 
+import time
+
 from flask import Blueprint, Response, jsonify
 
 from studychat.chat.answer_stream import wait_until_ended
 from studychat.chat.budgets import PARTICIPANT, STUDY, admit_chat
 from studychat.chat.outcomes import FAILED_STATUSES, read_state
 from studychat.chat.task_queue import enqueue_chat, new_job_id
+from studychat.exceptions import BadRequest
+from studychat.study import turns
 from studychat.web.api_doc import RETRY_AFTER, documented, error, json_answer, post, ref
 from studychat.web.errors import error_response
 from studychat.web.response_schemas import ChatAnswer, JobAccepted, Processing
-from studychat.web.schemas import ChatRequest, CheckResponseRequest, parse_body
+from studychat.web.schemas import (
+    ChatRequest,
+    CheckResponseRequest,
+    SessionChatRequest,
+    json_body,
+    parse_body,
+)
 from studychat.web.services import services
+from studychat.web.sessions import (
+    configured_study,
+    is_session_body,
+    open_session_of,
+    refuse_legacy_when_off,
+    turn_context,
+)
 
 bp = Blueprint("chat", __name__)
 
+HOLDS_CONVERSATION = (
+    "Field 'messages' is not accepted with a sessionToken: the server holds the"
+    " conversation; send only the new message as 'message'."
+)
 UNKNOWN_JOB = "No chat job with this jobId exists; it may have expired."
 FAILED_JOB = "The model call for this job failed."
 BUDGET_SPENT = {
@@ -28,12 +49,16 @@ BUDGET_SPENT = {
 @documented(
     post(
         "Queue one chat turn; poll POST /check_response with the jobId.",
-        ChatRequest,
+        {"anyOf": [ref(ChatRequest), ref(SessionChatRequest)]},
         {
             "202": json_answer("Queued.", ref(JobAccepted)),
+            "401": error("The sessionToken is unknown or expired."),
+            "404": error("A sessionToken was sent, but no study is configured."),
+            "409": error("The session's previous answer is pending, or it is saved."),
+            "410": error("A legacy body, and LEGACY_API is false."),
             "429": error(
-                "Too many chat requests for this client (Retry-After says when to try"
-                " again), or the participant's or the study's token budget is spent.",
+                "Too many chat requests (Retry-After says when to try again), a token"
+                " budget is spent, or the session's conversation has reached its end.",
                 headers={"Retry-After": RETRY_AFTER},
             ),
         },
@@ -41,6 +66,9 @@ BUDGET_SPENT = {
 )
 def chat():
     """Queue one chat turn; answer at once with the job id."""
+    if is_session_body():
+        return session_chat()
+    refuse_legacy_when_off()
     body = parse_body(ChatRequest)
     messages = [message.model_dump(exclude_none=True) for message in body.messages]
     made = services()
@@ -52,6 +80,18 @@ def chat():
     enqueue_chat(
         made.queue, messages, body.participantId, made.settings, job_id=job_id, stream=body.stream
     )
+    return jsonify(jobId=job_id), 202
+
+
+def session_chat():
+    """Queue a session's next turn: the server adds the prompt and the conversation."""
+    configured_study()
+    if "messages" in json_body():
+        raise BadRequest(HOLDS_CONVERSATION)
+    body = parse_body(SessionChatRequest)
+    session = open_session_of(body.sessionToken)
+    message = body.message.model_dump(exclude_none=True)
+    job_id = turns.start(turn_context(), session, message, body.stream)
     return jsonify(jobId=job_id), 202
 
 
@@ -74,9 +114,15 @@ def check_response():
     """Say whether the answer is ready, and give it when it is."""
     body = parse_body(CheckResponseRequest)
     connection = services().redis
+    deadline = time.monotonic() + body.wait
     state = read_state(connection, body.jobId)
     if not state.over and wait_until_ended(connection, body.jobId, body.wait):
         state = read_state(connection, body.jobId)
+    if state.body is not None and not state.released:
+        # A paced condition (min_reply_seconds): held back until its release time.
+        if state.held_for > deadline - time.monotonic():
+            return jsonify(processing=True)
+        time.sleep(state.held_for)
     if state.body is not None:
         return Response(state.body, status=state.status_code, mimetype="application/json")
     if state.rq_status is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 
 from flask import Blueprint, Response, request, stream_with_context
@@ -18,6 +19,7 @@ from redis import Redis
 
 from studychat.chat.answer_stream import read_deltas
 from studychat.chat.outcomes import JobState, read_state
+from studychat.chat.session_turn import answer_text
 from studychat.web.api_doc import documented
 from studychat.web.errors import error_response
 from studychat.web.routes.chat import FAILED_JOB, UNKNOWN_JOB
@@ -102,20 +104,21 @@ def relay(connection: Redis, job_id: str, after: str) -> Iterator[str]:
 
 
 def final_events(state: JobState, sent_text: bool) -> Iterator[str]:
-    """`done` (after the whole text as one delta if none was streamed), or `error`."""
+    """`done` (after the whole text as one delta if none was streamed), or `error`.
+
+    A paced condition's outcome (min_reply_seconds) waits for its release time.
+    """
+    while state.held_for > 0:
+        time.sleep(min(state.held_for, KEEPALIVE_S))
+        yield ": pacing\n\n"
     if state.body is None or state.status_code != 200:
         outcome = json.loads(state.body) if state.body else {}
         yield sse("error", {"error": outcome.get("error", FAILED_JOB)})
         return
-    response = json.loads(state.body)["response"]
+    answer = json.loads(state.body)["response"]
     if not sent_text:
-        yield sse("delta", {"content": _text_of(response)})
-    yield sse("done", response)
-
-
-def _text_of(response: dict) -> str:
-    choices = response.get("choices") or [{}]
-    return (choices[0].get("message") or {}).get("content") or ""
+        yield sse("delta", {"content": answer_text(answer)})
+    yield sse("done", answer)
 
 
 def sse(event: str, data: object, event_id: str | None = None) -> str:

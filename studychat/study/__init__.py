@@ -1,0 +1,1 @@
+"""The study on the server: its definition, participant sessions and their turns."""

@@ -1,0 +1,167 @@
+"""A chat turn of a study session: what the model is sent, and the rules a turn obeys.
+
+The server holds the conversation, so the participant sends only the new message; the
+model gets the condition's system prompt, the conversation so far, then that message.
+A turn is refused while the previous answer is pending (409), after `max_turns` (429),
+or when a token budget is spent (429). A pending turn whose job has ended is settled
+here from its outcome before anything else, in case the worker's shipper has not yet.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pymongo.database import Database
+from redis import Redis
+from rq import Queue
+
+from studychat.chat.budgets import PARTICIPANT, admit_chat
+from studychat.chat.outcomes import FAILED_STATUSES, outcome_key, read_state
+from studychat.chat.session_turn import SessionTurn
+from studychat.chat.task_queue import enqueue_chat, new_job_id
+from studychat.exceptions import Refused
+from studychat.settings import Settings
+from studychat.study import sessions
+from studychat.study.definition import Condition, Study
+
+PENDING = "The answer to your previous message is still on its way; wait for it, then send."
+AT_END = "This conversation has reached its end; no more messages can be sent."
+LOST = "The answer to this message was lost; please send it again."
+FAILED = "The model call for this message failed; please send it again."
+BUDGET_SPENT = {
+    PARTICIPANT: "This session's token budget is spent; no more chat turns can be started.",
+    "study": "The study's token budget is spent; no more chat turns can be started.",
+}
+# A pending turn whose job Redis does not know is taken as lost only after this long:
+# before, its job may just not be queued yet.
+LOST_AFTER = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What one session turn needs from the web: its clients, settings and study."""
+
+    db: Database
+    redis: Redis
+    queue: Queue
+    settings: Settings
+    study: Study
+
+
+def model_messages(
+    condition: Condition, conversation: list[Mapping[str, Any]], message: Mapping[str, Any]
+) -> list[dict[str, Any]]:
+    """System prompt, the conversation held (failed turns left out), then the new message."""
+    sent = [{"role": "system", "content": condition.system_prompt}]
+    for held in conversation:
+        if held["role"] in ("user", "assistant") and "error" not in held:
+            sent.append(_as_sent(held))
+    return [*sent, _as_sent({"role": "user", **message})]
+
+
+def _as_sent(message: Mapping[str, Any]) -> dict[str, Any]:
+    kept = {"role": message["role"], "content": message["content"]}
+    return {**kept, "image": message["image"]} if message.get("image") else kept
+
+
+def start(turn: Turn, session: dict[str, Any], message: dict[str, Any], stream: bool) -> str:
+    """Queue the session's next turn and return its job id, or raise Refused."""
+    session = settle_pending(turn, session)
+    if awaited_job(session):
+        raise Refused(409, PENDING)
+    if sessions.turns_taken(session) >= turn.study.max_turns:
+        raise Refused(429, AT_END)
+    condition = turn.study.conditions[session["condition"]]
+    messages = model_messages(condition, session["messages"], message)
+    job_id = new_job_id()
+    if not sessions.start_turn(turn.db, session["_id"], job_id, message):
+        raise Refused(409, PENDING)
+    try:
+        _admit_and_enqueue(turn, session, condition, messages, job_id, stream)
+    except BaseException:
+        sessions.abandon_turn(turn.db, session["_id"], job_id)
+        raise
+    return job_id
+
+
+def _admit_and_enqueue(
+    turn: Turn,
+    session: dict[str, Any],
+    condition: Condition,
+    messages: list[dict[str, Any]],
+    job_id: str,
+    stream: bool,
+) -> None:
+    key = sessions.token_key(session["token"])
+    spent = admit_chat(turn.redis, job_id, key, messages, turn.settings, condition.max_tokens)
+    if spent:
+        raise Refused(429, BUDGET_SPENT[spent])
+    job_turn = SessionTurn(
+        participant_id=session["_id"],
+        condition=condition.name,
+        model=condition.model,
+        max_tokens=condition.max_tokens,
+        budget_key=key,
+        release_at=time.time() + condition.min_reply_seconds,
+        options=condition.model_options(),
+    )
+    enqueue_chat(
+        turn.queue, messages, session["_id"], turn.settings, job_id, stream, job_turn.to_kwargs()
+    )
+
+
+def settle_pending(turn: Turn, session: dict[str, Any]) -> dict[str, Any]:
+    """The session with its pending turn settled if the job has ended and been released."""
+    pending = session.get("pending")
+    if not pending:
+        return session
+    settled = ended_turn(turn.redis, pending["jobId"], pending["sentAt"])
+    if settled is None:
+        return session
+    sessions.settle_turn(turn.db, session["_id"], pending["jobId"], settled)
+    return sessions.sessions(turn.db).find_one({"_id": session["_id"]}) or session
+
+
+def ended_turn(connection: Redis, job_id: str, sent_at: datetime) -> dict[str, Any] | None:
+    """What the conversation gains from a released job's end; None while it is not over."""
+    state = read_state(connection, job_id)
+    if state.body is not None:
+        stored = connection.hget(outcome_key(job_id), "turn")
+        return json.loads(stored) if stored and state.released else None
+    if state.rq_status in FAILED_STATUSES:
+        return _failure(FAILED)
+    if state.rq_status is None and datetime.now(UTC) - sent_at > LOST_AFTER:
+        return _failure(LOST)
+    return None
+
+
+def _failure(message: str) -> dict[str, Any]:
+    return {"error": message, "failedAt": datetime.now(UTC).isoformat()}
+
+
+def _unreleased(message: Mapping[str, Any]) -> bool:
+    released = message.get("releasedAt")
+    return released is not None and released > datetime.now(UTC)
+
+
+def public_view(session: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The conversation as the participant may see it: no answer before its release."""
+    kept = ("role", "content", "image", "jobId", "error")
+    return [
+        {key: message[key] for key in kept if key in message}
+        for message in session["messages"]
+        if not _unreleased(message)
+    ]
+
+
+def awaited_job(session: Mapping[str, Any]) -> str | None:
+    """The job whose answer the participant still awaits: pending, or not yet released."""
+    if session.get("pending"):
+        return str(session["pending"]["jobId"])
+    last = session["messages"][-1] if session["messages"] else {}
+    return str(last["jobId"]) if _unreleased(last) else None
