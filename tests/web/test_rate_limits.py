@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 
 import pytest
 from redis import Redis
@@ -12,7 +13,8 @@ from studychat.factory import create_app
 from studychat.study.sessions import token_key
 from studychat.web.rate_limits import address_key, chat_client
 from studychat.web.services import close_services
-from tests.support.stack import FRONTEND
+from tests.support.polling import poll_answer
+from tests.support.stack import FRONTEND, ROOT
 
 pytestmark = pytest.mark.usefixtures("worker")  # queued chats are answered, not left behind
 
@@ -26,6 +28,19 @@ def fresh_windows(stack_env):
     for key in connection.scan_iter("LIMITS:*"):
         connection.delete(key)
     connection.close()
+
+
+@pytest.fixture()
+def make_study_env(tmp_path):
+    """Settings naming a copy of the example study under a name no other test uses."""
+
+    def build() -> dict[str, str]:
+        path = tmp_path / f"study-{uuid.uuid4().hex[:8]}.yaml"
+        text = (ROOT / "study.example.yaml").read_text()
+        path.write_text(text.replace("name: support-pilot", f"name: lab-{uuid.uuid4().hex[:8]}"))
+        return {"STUDY_FILE": str(path)}
+
+    return build
 
 
 @pytest.fixture()
@@ -155,3 +170,61 @@ def test_chat_client(app, body, key):
     with app.test_request_context("/chat", method="POST", json=body, environ_base=environ):
         assert chat_client() == key
         assert address_key() == "ip:10.1.2.3"
+
+
+def test_inventing_a_new_participant_id_per_chat_gains_nothing_past_the_ceiling(make_app):
+    """The issue's case: 5/minute per participant, 20/minute per address, 40 fresh ids."""
+    client = make_app(CHAT_RATE_LIMIT="5/minute", CHAT_RATE_LIMIT_PER_IP="20/minute").test_client()
+    address = f"198.51.100.{uuid.uuid4().int % 250 + 1}"
+    answers = [chat(client, f"P-{uuid.uuid4().hex}", forwarded_for=address) for _ in range(40)]
+    codes = Counter(answer.status_code for answer in answers)
+    assert codes == {202: 20, 429: 20}
+    refused = next(answer for answer in answers if answer.status_code == 429)
+    assert "from this address" in refused.get_json()["error"]
+    assert int(refused.headers["Retry-After"]) > 0
+
+
+def test_a_lab_of_sixty_behind_one_address_is_never_refused_with_default_limits(
+    stack_env, make_study_env
+):
+    """60 participants, 60 sessions and 4 legacy turns each within one minute, default limits."""
+    defaults = {name: value for name, value in stack_env.items() if "RATE_LIMIT" not in name}
+    app = create_app(defaults | make_study_env())
+    try:
+        client = app.test_client()
+        lab = "192.0.2." + str(uuid.uuid4().int % 250 + 1)
+        headers = {"X-Forwarded-For": lab}
+        sessions = [
+            client.post(
+                "/sessions", json={"participantId": f"P-{uuid.uuid4().hex}"}, headers=headers
+            )
+            for _ in range(60)
+        ]
+        assert Counter(answer.status_code for answer in sessions) == {201: 60}
+        # The legacy frontend sends no participantId: only the address ceiling applies.
+        turns = [chat(client, forwarded_for=lab) for _ in range(240)]
+        assert Counter(answer.status_code for answer in turns) == {202: 240}
+    finally:
+        close_services(app)
+
+
+def test_a_session_counts_against_its_own_limit_never_a_client_supplied_id(
+    make_app, make_study_env, participant_id
+):
+    client = make_app(CHAT_RATE_LIMIT="2/minute", **make_study_env()).test_client()
+    token = client.post("/sessions", json={"participantId": participant_id}).get_json()[
+        "sessionToken"
+    ]
+    for text in ("one", "two"):
+        sent = client.post("/chat", json={"sessionToken": token, "message": {"content": text}})
+        assert sent.status_code == 202
+        poll_answer(client, sent.get_json()["jobId"])
+    third = client.post("/chat", json={"sessionToken": token, "message": {"content": "three"}})
+    assert third.status_code == 429
+    # The participant's id names another bucket: a session's is its server-issued token.
+    assert chat(client, participant_id).status_code == 202
+    other = client.post("/sessions", json={"participantId": participant_id + "-b"}).get_json()
+    sent = client.post(
+        "/chat", json={"sessionToken": other["sessionToken"], "message": {"content": "hi"}}
+    )
+    assert sent.status_code == 202
