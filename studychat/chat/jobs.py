@@ -22,6 +22,7 @@ from studychat.exceptions import ModelCallFailed
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
 from studychat.settings import Settings, load_settings
 from studychat.store import chat_log
+from studychat.study.figures import add_condition_tokens
 
 logger = logging.getLogger(__name__)
 
@@ -187,6 +188,9 @@ def _finish(
         job_metrics.record_job(
             pipeline, job, code == 200, upstream_s, entry["attempts"], entry["usage"]
         )
+        if turn is not None:
+            tokens = budgets.usage_tokens(entry["usage"])
+            add_condition_tokens(pipeline, turn.study, turn.condition, tokens)
         pipeline.execute()
 
 

@@ -17,6 +17,7 @@ class SessionTurn:
     """The condition's model and parameters, and whose turn it is."""
 
     participant_id: str
+    study: str
     condition: str
     model: str
     max_tokens: int

@@ -75,7 +75,7 @@ def open_session(
     expires = datetime.now(UTC) + timedelta(seconds=ttl_s)
     existing = collection.find_one_and_update(
         {"_id": participant_id},
-        {"$set": {"expiresAt": expires}},
+        {"$set": {"expiresAt": expires, "lastActiveAt": datetime.now(UTC)}},
         return_document=ReturnDocument.AFTER,
     )
     if existing is None:
@@ -100,6 +100,7 @@ def _placeholder(
         "condition": None,
         "prolific": dict(prolific),
         "createdAt": datetime.now(UTC),
+        "lastActiveAt": datetime.now(UTC),
         "expiresAt": expires,
         "messages": [],
     }
@@ -152,7 +153,10 @@ def start_turn(db: Database, participant_id: str, job_id: str, message: dict[str
     claimed = sessions(db).update_one(
         {"_id": participant_id, "pending": None, "savedAt": None},
         {
-            "$set": {"pending": {"jobId": job_id, "sentAt": sent["sentAt"]}},
+            "$set": {
+                "pending": {"jobId": job_id, "sentAt": sent["sentAt"]},
+                "lastActiveAt": sent["sentAt"],
+            },
             "$push": {"messages": sent},
         },
     )

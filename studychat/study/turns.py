@@ -103,6 +103,7 @@ def _admit_and_enqueue(
         raise Refused(429, BUDGET_SPENT[spent])
     job_turn = SessionTurn(
         participant_id=session["_id"],
+        study=turn.study.name,
         condition=condition.name,
         model=condition.model,
         max_tokens=condition.max_tokens,

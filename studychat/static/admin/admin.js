@@ -84,6 +84,7 @@
     byId("workers-alive").textContent = number(stats.workersAlive);
     byId("workers-alive").classList.toggle("alarm", stats.workersAlive === 0);
     renderTokens(stats.tokens);
+    renderConditions(stats.study);
     byId("chart-minutes").textContent = stats.series.length;
     drawChart(byId("chart"), stats.series);
     const at = new Date(stats.generatedAt * 1000).toLocaleTimeString("en-GB");
@@ -97,6 +98,23 @@
       tokens.cap === null
         ? `no study budget set${held}`
         : `of ${number(tokens.cap)}: ${number(tokens.left)} left${held}`;
+  }
+
+  function renderConditions(study) {
+    byId("conditions").hidden = !study;
+    if (!study) return;
+    byId("study-name").textContent = study.name;
+    const rows = (study.conditions || []).map((figures) => {
+      const row = document.createElement("tr");
+      const cells = [figures.condition, figures.assigned, figures.active, figures.saved, figures.tokens];
+      cells.forEach((value, index) => {
+        const cell = document.createElement(index === 0 ? "th" : "td");
+        cell.textContent = index === 0 ? value : number(value);
+        row.appendChild(cell);
+      });
+      return row;
+    });
+    byId("condition-rows").replaceChildren(...rows);
   }
 
   function drawChart(canvas, series) {

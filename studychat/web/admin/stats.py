@@ -19,6 +19,7 @@ from pymongo.errors import PyMongoError
 from studychat.chat import budgets, job_metrics
 from studychat.chat.queue_state import read_queue_state
 from studychat.store.database import DATA_COLLECTION
+from studychat.study.figures import condition_figures
 from studychat.web.services import Services
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,18 @@ def token_figures(spending: budgets.Spending) -> dict[str, int | None]:
     return {"spent": spending.spent, "held": spending.held, "cap": spending.cap, "left": left}
 
 
+def study_figures(made: Services) -> dict[str, Any] | None:
+    """The study's name and per-condition figures; conditions None while MongoDB is down."""
+    if made.study is None:
+        return None
+    try:
+        figures = [vars(f) for f in condition_figures(made.db, made.redis, made.study)]
+    except PyMongoError as error:
+        logger.warning("condition figures unavailable: %s", type(error).__name__)
+        figures = None
+    return {"name": made.study.name, "hash": made.study.hash, "conditions": figures}
+
+
 def study_stats(
     made: Services, chart_minutes: int = DEFAULT_CHART_MINUTES, now: float | None = None
 ) -> dict[str, Any]:
@@ -72,6 +85,7 @@ def study_stats(
         "workersAlive": queue.workers_alive,
         "tokens": token_figures(spending),
         "jobsTotal": totals.jobs,
+        "study": study_figures(made),
         "series": [
             {"start": minute.start, "chats": minute.chats, "errors": minute.errors}
             for minute in minutes[-chart_minutes:]

@@ -20,10 +20,12 @@ from flask import Blueprint, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
+from pymongo.errors import PyMongoError
 from redis.exceptions import RedisError
 
 from studychat.chat import budgets, job_metrics
 from studychat.chat.queue_state import read_queue_state
+from studychat.study.figures import condition_figures
 from studychat.web.admin.auth import is_admin_request, unauthorized
 from studychat.web.api_doc import documented
 from studychat.web.request_metrics import scrape_registry
@@ -85,6 +87,32 @@ class StudyCollector(Collector):
         yield from job_families(totals)
         yield from queue_families(queue)
         yield from budget_families(spending)
+        yield from condition_families(self.made)
+
+
+def condition_families(made: Services) -> Iterator:
+    """Participants and tokens per condition of the study (none without one, or MongoDB)."""
+    if made.study is None:
+        return
+    try:
+        figures = condition_figures(made.db, made.redis, made.study)
+    except PyMongoError as error:
+        logger.warning("metrics: condition figures unavailable: %s", type(error).__name__)
+        return
+    participants = GaugeMetricFamily(
+        "chat_condition_participants",
+        "Participants per condition: assigned, active in the last 10 minutes, saved.",
+        labels=["condition", "state"],
+    )
+    tokens = CounterMetricFamily(
+        "chat_condition_tokens", "Model tokens spent per condition.", labels=["condition"]
+    )
+    for figure in figures:
+        for state in ("assigned", "active", "saved"):
+            participants.add_metric([figure.condition, state], getattr(figure, state))
+        tokens.add_metric([figure.condition], figure.tokens)
+    yield participants
+    yield tokens
 
 
 def job_families(totals: job_metrics.JobTotals) -> Iterator:

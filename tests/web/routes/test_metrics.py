@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import http.client
+import uuid
 from collections.abc import Iterator
 
 import psutil
@@ -15,7 +16,7 @@ from studychat.factory import create_app
 from studychat.web.services import close_services
 from tests.support.chat_helpers import start_chats
 from tests.support.polling import poll_answer, wait_for
-from tests.support.stack import process_env
+from tests.support.stack import ROOT, process_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -157,3 +158,43 @@ def test_under_gunicorn_request_counts_outlive_the_process_that_served_them(
         (job_id,) = start_chats(client, 1)
         assert poll_answer(client, job_id, timeout=30).status_code == 200
         assert sample(scrape(web.port), "chat_jobs_total", outcome="finished") == 1
+
+
+def test_metrics_and_admin_figures_per_condition(own_stack_env, start_worker, tmp_path, upstream):
+    """Assigned, active, saved and tokens per condition, the same in /metrics and /admin."""
+    study = tmp_path / "study.yaml"
+    text = (ROOT / "study.example.yaml").read_text()
+    study.write_text(text.replace("name: support-pilot", f"name: m-{uuid.uuid4().hex[:8]}"))
+    app = create_app(own_stack_env | {"ADMIN_TOKEN": TOKEN, "STUDY_FILE": str(study)})
+    start_worker(own_stack_env)
+    try:
+        client = app.test_client()
+        opened = [
+            client.post("/sessions", json={"participantId": f"P-{n}-{uuid.uuid4().hex}"}).get_json()
+            for n in range(4)
+        ]
+        first = opened[0]
+        sent = client.post(
+            "/chat", json={"sessionToken": first["sessionToken"], "message": {"content": "hi"}}
+        )
+        tokens = poll_answer(client, sent.get_json()["jobId"]).get_json()["response"]["usage"]
+        assert client.post("/save", json={"sessionToken": first["sessionToken"]}).status_code == 201
+        metrics = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+        stats = client.get("/admin/api/stats", headers=BEARER).get_json()["study"]
+    finally:
+        close_services(app)
+    by_condition = {figures["condition"]: figures for figures in stats["conditions"]}
+    condition, other = first["condition"], ({"empathic", "neutral"} - {first["condition"]}).pop()
+    assert by_condition[condition] == {
+        "condition": condition,
+        "assigned": 2,
+        "active": 1,
+        "saved": 1,
+        "tokens": tokens["total_tokens"],
+    }
+    assert (by_condition[other]["assigned"], by_condition[other]["tokens"]) == (2, 0)
+    for name, figures in by_condition.items():
+        for state in ("assigned", "active", "saved"):
+            found = sample(metrics, "chat_condition_participants", condition=name, state=state)
+            assert found == figures[state]
+        assert sample(metrics, "chat_condition_tokens_total", condition=name) == figures["tokens"]
