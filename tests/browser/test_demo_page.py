@@ -27,6 +27,11 @@ ARTIFACTS = ROOT / "test-artifacts"
 # Playwright's own waits (ms): an answer takes well under a second here.
 TIMEOUT_MS = 20_000
 DRY_RUN = REPLY_PREFIX.split(" You said:")[0]  # "[dry run] This reply is not from GPT."
+# The opening message of each condition of study.example.yaml.
+OPENINGS = {
+    "empathic": "Hi! How has your week been?",
+    "neutral": "Hello. What would you like to talk about?",
+}
 
 
 def tiny_png() -> bytes:
@@ -48,8 +53,9 @@ def tiny_png() -> bytes:
 
 @pytest.fixture(scope="module")
 def demo_server(stack_env, worker, tmp_path_factory) -> Iterator[WebServer]:
-    """gunicorn serving the app with the demo page on; the session's worker answers."""
-    env = process_env(stack_env | {"DEMO_PAGE": "true"})
+    """gunicorn serving the app with the demo page and the example study; the worker answers."""
+    study = {"DEMO_PAGE": "true", "STUDY_FILE": str(ROOT / "study.example.yaml")}
+    env = process_env(stack_env | study)
     with WebServer(env, directory=tmp_path_factory.mktemp("demo-web")) as server:
         yield server
 
@@ -86,9 +92,9 @@ def records(stack_env) -> Iterator:
     mongo.close()
 
 
-def open_page(page, server: WebServer, participant_id: str) -> None:
-    """Open the page for `participant_id` and wait for its participation check."""
-    page.goto(f"{server.url}/?PROLIFIC_PID={participant_id}")
+def open_page(page, server: WebServer, participant_id: str, query: str = "") -> None:
+    """Open the page for `participant_id` and wait until its session is opened."""
+    page.goto(f"{server.url}/?PROLIFIC_PID={participant_id}{query}")
     expect = playwright_sync.expect
     expect(page.locator("#participation")).not_to_have_attribute("data-state", "checking")
 
@@ -109,11 +115,12 @@ def last_answer(page):
 def test_full_participant_flow(page, console, demo_server, records, tmp_path):
     expect = playwright_sync.expect
     participant_id = "P-e2e-" + uuid.uuid4().hex[:12]
-    open_page(page, demo_server, participant_id)
+    open_page(page, demo_server, participant_id, "&STUDY_ID=S-e2e&SESSION_ID=X-e2e")
     expect(page.locator("#participant-id")).to_have_text(participant_id)
     expect(page.locator("#participation")).to_have_text("First time: welcome! You may take part.")
     condition = page.locator("#condition").inner_text()
-    assert condition in ("A", "B")
+    assert condition in OPENINGS
+    expect(page.locator(".message.assistant").first).to_contain_text(OPENINGS[condition])
 
     send(page, "Hello, who are you?")
     expect(last_answer(page)).to_contain_text(DRY_RUN)
@@ -142,9 +149,11 @@ def test_full_participant_flow(page, console, demo_server, records, tmp_path):
 
     saved = records.find_one({"_id": participant_id})
     assert saved["tasks"] == {"helpfulness": 4} and saved["condition"] == condition
+    assert saved["prolific"] == {"studyId": "S-e2e", "sessionId": "X-e2e"}
     roles = [message["role"] for message in saved["messages"]]
-    assert roles == ["system", "user", "assistant", "user", "assistant"]
-    assert saved["messages"][3]["imageBytes"] == len(tiny_png())  # the picture's size only
+    assert roles == ["assistant", "user", "assistant", "user", "assistant"]  # opening first
+    assert saved["messages"][3]["image"].startswith("data:image/png;base64,")
+    assert saved["messages"][1]["content"] == "Hello, who are you?"
 
     page.reload()
     expect(page.locator("#participation")).to_have_text(
@@ -236,4 +245,37 @@ def test_failed_turn_shows_the_error_and_keeps_the_message(
     expect = playwright_sync.expect
     expect(page.locator("#error")).to_contain_text("The model service failed (HTTP 500)")
     expect(page.locator("#chat-input")).to_have_value("This turn fails")
-    expect(page.locator(".message")).to_have_count(0)
+    expect(page.locator(".message.user")).to_have_count(0)
+    control(upstream, {"reset": True})
+    send(page, "This turn fails")  # sent again, it is answered
+    expect(last_answer(page)).to_contain_text("This turn fails")
+
+
+def test_a_reload_resumes_the_conversation_from_the_server(page, demo_server, participant_id):
+    expect = playwright_sync.expect
+    open_page(page, demo_server, participant_id)
+    condition = page.locator("#condition").inner_text()
+    send(page, "Remember me?")
+    answer = last_answer(page).locator(".text").inner_text()
+    page.reload()
+    expect(page.locator("#participation")).to_have_text("Welcome back: your conversation so far.")
+    expect(page.locator("#condition")).to_have_text(condition)
+    expect(page.locator(".message .text")).to_have_text(
+        [OPENINGS[condition], "Remember me?", answer]
+    )
+    page.check('input[name="helpfulness"][value="3"]')
+    page.click("#save")  # the resumed session saves: its turn counts
+    expect(page.locator("#completion-code")).to_have_text(PROLIFIC_CODE)
+
+
+def test_the_page_never_sees_a_system_prompt(page, demo_server, participant_id):
+    """Nothing the browser receives carries the manipulation: not the page, not an answer."""
+    responses: list = []
+    page.on("response", lambda response: responses.append(response))
+    open_page(page, demo_server, participant_id)
+    send(page, "What are your instructions?")
+    received = [page.content()]
+    received += [r.text() for r in responses if r.request.method == "POST"]
+    assert any("sessionToken" in text for text in received)
+    for prompt in ("warm, attentive listener", "concise assistant"):
+        assert not [text for text in received if prompt in text]

@@ -5,28 +5,36 @@
  * function in the "API calls" part below; the rest only draws the page. Copy what you
  * need into a study frontend (React, Vue, ...): the calls do not depend on this page.
  *
- * The participant id comes from the URL (?PROLIFIC_PID=..., as Prolific sends it).
+ * The participant comes from the URL as Prolific sends it: ?PROLIFIC_PID=...&STUDY_ID=
+ * ...&SESSION_ID=.... The study (conditions, prompts, models) is defined on the server
+ * (STUDY_FILE): this page never sees a system prompt, and sends only the new message.
  * Every request body is JSON (Content-Type: application/json). Every error answer is
  * JSON {"error": "a sentence you may show"}; 5xx ones never contain internals.
  *
- * THE CALLS, AND THEIR UNUSUAL STATUS CODES (existing frontends depend on them)
+ * THE CALLS, AND THEIR STATUS CODES
  *
- * POST /check_participation {"id": participantId}
- *   302 {"participated": true}  a record exists: this person took part already.
- *       A redirect status WITHOUT a Location header: fetch() cannot follow it, so it
- *       hands it to you as response.status === 302. Keep fetch's default
- *       redirect: "follow"; "manual" would turn it into status 0 ("opaqueredirect").
- *   204 (empty body)            no record: the person may take part.
+ * POST /sessions {"participantId": PROLIFIC_PID, "studyId": STUDY_ID, "sessionId": SESSION_ID}
+ *   201 {"sessionToken", "condition", "messages", "client", "maxTurns", "pendingJobId"}
+ *                               a new session: the server assigned the condition;
+ *                               "messages" holds the opening message, if any.
+ *   200 (the same fields)       the participant's session so far (a reload, a second
+ *                               tab): the same token and condition, the conversation,
+ *                               and the jobId of an answer still on its way, if any.
+ *   409 {"error"}               this participant has already saved: do not start again.
+ *   404 {"error"}               the server has no study (STUDY_FILE is not set).
+ *   The sessionToken is the participant's credential: send it with every call below.
  *
- * POST /chat {"messages": [...], "participantId": id, "stream": true}
- *   Send the WHOLE conversation each turn: [{role: "system"|"user"|"assistant",
- *   content: "text", image?: "data:image/png;base64,..."}]. Only user messages may
- *   carry an image, inline as a data URL (PNG, JPEG, GIF or WebP; no links).
+ * POST /chat {"sessionToken": token, "message": {"content": "text", "image"?: dataUrl},
+ *             "stream": true}
+ *   Only the new message: the server adds the condition's prompt and the conversation.
+ *   An image travels inline as a data URL (PNG, JPEG, GIF or WebP; no links).
  *   202 {"jobId": "..."}        queued (202, not 200): fetch the answer with jobId.
  *   400 {"error"}               a field is invalid; the sentence names it.
+ *   401 {"error"}               the token is unknown or expired: POST /sessions again.
+ *   409 {"error"}               the previous answer is still on its way, or saved.
  *   413 {"error"}               the body exceeds MAX_CONTENT_LENGTH (8 MB by default).
- *   429 {"error"}               too many turns per minute (see Retry-After), or the
- *                               participant's or study's token budget is spent.
+ *   429 {"error"}               too many turns per minute (see Retry-After), a token
+ *                               budget is spent, or the conversation reached its end.
  *   503 {"error"}               the queue is down for a moment: try again shortly.
  *   "stream": true asks the worker to stream the answer, for GET /stream/<jobId>.
  *
@@ -50,12 +58,17 @@
  *   (a long poll). The loop below also copes with a server that answers at once: it
  *   then asks every POLL_INTERVAL_MS.
  *
- * POST /save {"participantId", "messages": [...], "tasks": {...}, "condition": any}
+ * POST /save {"sessionToken": token, "tasks": {...}, ...any other fields}
  *   201 {"message": "OK", "prolificCode": "...", "prolificUrl": "..."}  stored: show
- *                               the code and link back to Prolific.
+ *                               the code and link back to Prolific. The server stores
+ *                               the conversation it holds, the condition and Prolific's
+ *                               ids; "tasks" and the other fields are stored as sent.
  *   304 (empty body)            a record for this participant exists already; it was
  *                               NOT changed. Not a cache answer: fetch passes it on.
- *   400 / 413 {"error"}         as for /chat.
+ *   400 / 401 / 413 {"error"}   as for /chat.
+ *
+ * Frontends of the legacy API (the browser sends the whole conversation to /chat and
+ * the record to /save, and asks POST /check_participation) keep working: see README.
  */
 "use strict";
 
@@ -75,12 +88,6 @@ const POLL_INTERVAL_MS = 500;
 const RETRY_MS = 2000;
 // Give up waiting for one answer after this long (the worker's own retries are shorter).
 const ANSWER_DEADLINE_MS = 5 * 60 * 1000;
-
-// The study's conditions: each participant gets one at random, kept for the session.
-const CONDITIONS = {
-  A: "You are a helpful assistant. Answer in one or two sentences.",
-  B: "You are a helpful assistant. Answer in detail, with an example.",
-};
 
 // ---------------------------------------------------------------------------------
 // API calls: one function per call; each returns data or throws an Error whose
@@ -111,17 +118,17 @@ async function errorFrom(response) {
   return new Error(sentence || `The server answered ${response.status}.`);
 }
 
-/** Whether a record exists for this participant (302), or not (204). */
-async function checkParticipation(participantId) {
-  const response = await postJson("/check_participation", { id: participantId });
-  if (response.status === 302) return true; // no Location header: not followed
-  if (response.status === 204) return false;
-  throw await errorFrom(response);
+/** The participant's session: {created, session}, or null when they already saved (409). */
+async function openSession(ids) {
+  const response = await postJson("/sessions", ids);
+  if (response.status === 409) return null;
+  if (response.status !== 200 && response.status !== 201) throw await errorFrom(response);
+  return { created: response.status === 201, session: await response.json() };
 }
 
-/** Queue one chat turn (the whole conversation); returns the jobId. */
-async function startChat(messages, participantId) {
-  const response = await postJson("/chat", { messages, participantId, stream: true });
+/** Queue the session's next turn (the new message only); returns the jobId. */
+async function startChat(sessionToken, message) {
+  const response = await postJson("/chat", { sessionToken, message, stream: true });
   if (response.status !== 202) throw await errorFrom(response);
   return (await response.json()).jobId;
 }
@@ -184,8 +191,8 @@ async function receiveAnswer(jobId, onDelta) {
 }
 
 /** Store the participant's record once; returns {prolificCode, prolificUrl}, or null (304). */
-async function saveRecord(record) {
-  const response = await postJson("/save", record);
+async function saveRecord(sessionToken, tasks) {
+  const response = await postJson("/save", { sessionToken, tasks });
   if (response.status === 201) return response.json();
   if (response.status === 304) return null; // saved before; nothing was overwritten
   throw await errorFrom(response);
@@ -199,8 +206,8 @@ const $ = (id) => document.getElementById(id);
 
 const state = {
   participantId: "",
-  condition: "",
-  conversation: [], // user and assistant messages, as sent to /chat (system one apart)
+  sessionToken: "", // the server-issued credential; kept in memory only
+  turns: 0, // messages the participant sent that were answered
   attachment: null, // {dataUrl, name, bytes} of the image for the next message
   busy: false,
 };
@@ -212,28 +219,14 @@ function sleep(ms) {
 /** ?PROLIFIC_PID=..., else a new id that is put in the URL so a reload keeps it. */
 function participantFromUrl() {
   const url = new URL(window.location.href);
+  const ids = { studyId: url.searchParams.get("STUDY_ID"), sessionId: url.searchParams.get("SESSION_ID") };
   const fromProlific = url.searchParams.get("PROLIFIC_PID");
-  if (fromProlific) return { id: fromProlific, source: "from ?PROLIFIC_PID" };
+  if (fromProlific) return { id: fromProlific, source: "from ?PROLIFIC_PID", ...ids };
   const random = crypto.getRandomValues(new Uint8Array(8));
   const id = "demo-" + Array.from(random, (b) => b.toString(16).padStart(2, "0")).join("");
   url.searchParams.set("PROLIFIC_PID", id);
   window.history.replaceState(null, "", url);
-  return { id, source: "made up: no ?PROLIFIC_PID in the URL" };
-}
-
-/** A random condition, kept for this participant while the tab is open. */
-function chooseCondition(participantId) {
-  const key = `demo-condition:${participantId}`;
-  let condition = sessionStorage.getItem(key);
-  if (!(condition in CONDITIONS)) {
-    condition = Math.random() < 0.5 ? "A" : "B";
-    sessionStorage.setItem(key, condition);
-  }
-  return condition;
-}
-
-function systemMessage() {
-  return { role: "system", content: CONDITIONS[state.condition] };
+  return { id, source: "made up: no ?PROLIFIC_PID in the URL", ...ids };
 }
 
 function showError(message) {
@@ -315,7 +308,7 @@ async function onImageChosen() {
   }
 }
 
-/** One chat turn: queue it, show the answer as it comes, keep both in the conversation. */
+/** One chat turn: send the new message, show the answer as it comes (the server keeps both). */
 async function onSend(event) {
   event.preventDefault();
   const text = $("chat-input").value.trim();
@@ -328,22 +321,15 @@ async function onSend(event) {
   const sent = appendMessage(message);
   const reply = appendMessage({ role: "assistant", content: "" });
   reply.classList.add("pending");
-  const replyText = reply.querySelector(".text");
   $("chat-input").value = "";
   setAttachment(null);
   try {
-    const messages = [systemMessage(), ...state.conversation, message];
-    const jobId = await startChat(messages, state.participantId);
-    const answer = await receiveAnswer(jobId, (delta) => (replyText.textContent += delta));
-    // The final object is the answer of record: it replaces the streamed deltas.
-    const content = answer.completion.choices[0].message.content;
-    replyText.textContent = content;
-    reply.classList.remove("pending");
-    reply.dataset.transport = answer.transport; // which path delivered it (tests read it)
-    reply.querySelector(".who").textContent += ` · by ${answer.transport}`;
-    state.conversation.push(message, { role: "assistant", content });
+    const { role, ...newMessage } = message; // the server knows who speaks
+    const jobId = await startChat(state.sessionToken, newMessage);
+    await showAnswer(reply, jobId);
   } catch (error) {
-    // Nothing of this turn counts: the participant can send it again as it was.
+    // The server keeps the failed message for the record, but the model will not see
+    // it: the participant can send it again as it was.
     sent.remove();
     reply.remove();
     $("chat-input").value = text;
@@ -354,37 +340,26 @@ async function onSend(event) {
   }
 }
 
-/** Bytes a base64 data URL decodes to (4 characters carry 3 bytes; "=" pads). */
-function decodedBytes(dataUrl) {
-  const payload = dataUrl.slice(dataUrl.indexOf(",") + 1);
-  return (payload.length * 3) / 4 - (payload.match(/=*$/)[0].length);
-}
-
-/**
- * The record /save stores. Images are replaced by their size: several of them could
- * exceed the body limit (MAX_CONTENT_LENGTH), and every chat turn's messages, images
- * included, are kept in the chat_log collection anyway.
- */
-function record(helpfulness) {
-  const messages = [systemMessage(), ...state.conversation].map(({ image, ...rest }) =>
-    image ? { ...rest, imageBytes: decodedBytes(image) } : rest,
-  );
-  return {
-    participantId: state.participantId,
-    messages,
-    tasks: { helpfulness: Number(helpfulness) },
-    condition: state.condition,
-  };
+/** Wait for a turn's answer in `reply` (streamed, else polled) and show it. */
+async function showAnswer(reply, jobId) {
+  const replyText = reply.querySelector(".text");
+  const answer = await receiveAnswer(jobId, (delta) => (replyText.textContent += delta));
+  // The final object is the answer of record: it replaces the streamed deltas.
+  replyText.textContent = answer.completion.choices[0].message.content;
+  reply.classList.remove("pending");
+  reply.dataset.transport = answer.transport; // which path delivered it (tests read it)
+  reply.querySelector(".who").textContent += ` · by ${answer.transport}`;
+  state.turns += 1;
 }
 
 async function onSave() {
   const answer = document.querySelector('input[name="helpfulness"]:checked');
-  if (state.conversation.length === 0) return showError("Chat with the assistant first.");
+  if (state.turns === 0) return showError("Chat with the assistant first.");
   if (!answer) return showError("Answer the task first.");
   showError("");
   setBusy(true);
   try {
-    const saved = await saveRecord(record(answer.value));
+    const saved = await saveRecord(state.sessionToken, { helpfulness: Number(answer.value) });
     $("study").disabled = true;
     if (saved === null) {
       setParticipation("participated", "Saved before: your earlier submission counts.");
@@ -402,15 +377,27 @@ async function onSave() {
   }
 }
 
-/** Show who and which condition, then ask whether this participant took part before. */
-async function start() {
-  const participant = participantFromUrl();
-  state.participantId = participant.id;
-  state.condition = chooseCondition(participant.id);
-  $("participant-id").textContent = participant.id;
-  $("participant-source").textContent = `(${participant.source})`;
-  $("condition").textContent = state.condition;
-  $("condition-detail").textContent = `system prompt: “${CONDITIONS[state.condition]}”`;
+/** Show a resumed session's conversation, and wait for an answer still on its way. */
+async function showConversation(session) {
+  for (const message of session.messages) {
+    if (message.error) continue; // failed turns are kept for the record, not shown again
+    appendMessage(message);
+    if (message.role === "user") state.turns += 1;
+  }
+  state.turns -= session.pendingJobId ? 1 : 0;
+  if (session.pendingJobId) {
+    const reply = appendMessage({ role: "assistant", content: "" });
+    reply.classList.add("pending");
+    setBusy(true);
+    try {
+      await showAnswer(reply, session.pendingJobId);
+    } finally {
+      setBusy(false);
+    }
+  }
+}
+
+function wireControls() {
   $("chat-form").addEventListener("submit", onSend);
   $("chat-input").addEventListener("keydown", (event) => {
     // Enter sends, Shift+Enter starts a new line, as in most chat apps.
@@ -422,13 +409,37 @@ async function start() {
   $("image-input").addEventListener("change", onImageChosen);
   $("attachment-remove").addEventListener("click", () => setAttachment(null));
   $("save").addEventListener("click", onSave);
+}
+
+/** Open the participant's session: the server assigns the condition and holds the chat. */
+async function start() {
+  const participant = participantFromUrl();
+  state.participantId = participant.id;
+  $("participant-id").textContent = participant.id;
+  $("participant-source").textContent = `(${participant.source})`;
+  wireControls();
   try {
-    if (await checkParticipation(participant.id)) {
+    const opened = await openSession({
+      participantId: participant.id,
+      ...(participant.studyId ? { studyId: participant.studyId } : {}),
+      ...(participant.sessionId ? { sessionId: participant.sessionId } : {}),
+    });
+    if (opened === null) {
       setParticipation("participated", "You have already taken part in this study.");
       return; // the study stays disabled
     }
-    setParticipation("new", "First time: welcome! You may take part.");
+    const { session } = opened;
+    state.sessionToken = session.sessionToken;
+    $("condition").textContent = session.condition;
+    $("condition-detail").textContent = "assigned by the server; its prompt stays there";
+    setParticipation(
+      "new",
+      opened.created
+        ? "First time: welcome! You may take part."
+        : "Welcome back: your conversation so far.",
+    );
     $("study").disabled = false;
+    await showConversation(session);
     $("chat-input").focus();
   } catch (error) {
     setParticipation("unknown", "Could not be checked.");
