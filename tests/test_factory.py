@@ -8,8 +8,8 @@ import pytest
 
 from devtools.servers import free_port
 from studychat.factory import create_app
-from studychat.web.services import close_services
-from tests.support.stack import FRONTEND
+from studychat.web.services import close_services, services
+from tests.support.stack import FRONTEND, ROOT
 
 
 def test_unknown_route_is_json_404(client):
@@ -94,3 +94,15 @@ def test_redis_down_is_503_quickly_and_save_still_works(stack_env, participant_i
     assert "Redis" in chat.get_json()["error"]
     assert polled.status_code == 503
     assert checked.status_code == 204
+
+
+def test_the_study_and_its_hash_are_logged_at_start(stack_env, caplog):
+    study_file = ROOT / "study.example.yaml"
+    with caplog.at_level("INFO", logger="studychat.web.services"):
+        app = create_app(stack_env | {"STUDY_FILE": str(study_file)})
+    try:
+        study = services(app).study
+        assert study is not None
+        assert f"study support-pilot from {study_file}, sha256 {study.hash}" in caplog.text
+    finally:
+        close_services(app)

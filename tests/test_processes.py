@@ -115,3 +115,29 @@ def test_web_refuses_to_start_naming_every_missing_setting(tmp_path):
     assert result.returncode != 0
     for name in set(REQUIRED) - {"GPT_VERSION"}:
         assert name in result.stderr
+
+
+@pytest.mark.parametrize("process", ["web", "worker"])
+def test_a_study_file_that_does_not_validate_stops_the_process_naming_field_and_line(
+    process, stack_env, tmp_path
+):
+    study = tmp_path / "study.yaml"
+    text = (ROOT / "study.example.yaml").read_text().replace("max_turns: 30", "max_turns: many")
+    study.write_text(text)
+    line = text.splitlines().index(next(x for x in text.splitlines() if "max_turns" in x)) + 1
+    if process == "web":
+        web_line = procfile()["web"].replace("gunicorn.conf.py", str(ROOT / "gunicorn.conf.py"))
+        argv = [sys.executable, "-m", *shlex.split(web_line), "--bind", f"127.0.0.1:{free_port()}"]
+    else:
+        argv = [sys.executable, str(ROOT / "worker.py")]
+    env = process_env(stack_env | {"STUDY_FILE": str(study)})
+    result = subprocess.run(
+        argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert result.returncode != 0
+    refusal = [x for x in result.stderr.splitlines() if x.startswith("Refusing to start")]
+    assert refusal == [
+        f"Refusing to start: Study file {study}: field max_turns (line {line}): "
+        "Input should be a valid integer, unable to parse string as an integer."
+    ]
+    assert "Traceback" not in result.stderr
