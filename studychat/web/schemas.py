@@ -395,38 +395,24 @@ class CheckParticipationRequest(RequestBody):
 @cache
 def bounded_models(limits: RequestLimits) -> dict[type[BaseModel], type[BaseModel]]:
     """Copies of the declarations that carry `limits`, by the declaration they bound."""
-    message = create_model(
-        "ChatMessage",
-        __base__=ChatMessage,
-        __doc__=ChatMessage.__doc__,
-        content=(Annotated[StrictStr, Field(max_length=limits.max_message_chars)], ...),
-        image=(image_field(limits.max_image_bytes) | None, None),
-    )
-    chat = create_model(
-        "ChatRequest",
-        __base__=ChatRequest,
-        __doc__=ChatRequest.__doc__,
-        messages=(list[message], Field(min_length=1, max_length=limits.max_messages)),  # type: ignore[valid-type]
-    )
-    session_message = create_model(
-        "SessionMessage",
-        __base__=SessionMessage,
-        __doc__=SessionMessage.__doc__,
-        content=(Annotated[StrictStr, Field(max_length=limits.max_message_chars)], ...),
-        image=(image_field(limits.max_image_bytes) | None, None),
-    )
-    session_chat = create_model(
-        "SessionChatRequest",
-        __base__=SessionChatRequest,
-        __doc__=SessionChatRequest.__doc__,
-        message=(session_message, ...),
-    )
+    bounded_content = {
+        "content": (Annotated[StrictStr, Field(max_length=limits.max_message_chars)], ...),
+        "image": (image_field(limits.max_image_bytes) | None, None),
+    }
+    message = _bounded_copy(ChatMessage, **bounded_content)
+    session_message = _bounded_copy(SessionMessage, **bounded_content)
+    max_messages = Field(min_length=1, max_length=limits.max_messages)
     return {
         ChatMessage: message,
-        ChatRequest: chat,
+        ChatRequest: _bounded_copy(ChatRequest, messages=(list[message], max_messages)),  # type: ignore[valid-type]
         SessionMessage: session_message,
-        SessionChatRequest: session_chat,
+        SessionChatRequest: _bounded_copy(SessionChatRequest, message=(session_message, ...)),
     }
+
+
+def _bounded_copy(model: type[BaseModel], **fields: Any) -> type[BaseModel]:
+    """`model` under its own name, with `fields` redeclared."""
+    return create_model(model.__name__, __base__=model, __doc__=model.__doc__, **fields)
 
 
 def current_limits() -> RequestLimits:
