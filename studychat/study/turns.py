@@ -31,6 +31,7 @@ from studychat.study.definition import Condition, Study
 
 PENDING = "The answer to your previous message is still on its way; wait for it, then send."
 AT_END = "This conversation has reached its end; no more messages can be sent."
+CONDITION_GONE = "This session's condition is no longer in the study file; it cannot go on."
 LOST = "The answer to this message was lost; please send it again."
 FAILED = "The model call for this message failed; please send it again."
 BUDGET_SPENT = {
@@ -76,7 +77,9 @@ def start(turn: Turn, session: dict[str, Any], message: dict[str, Any], stream: 
         raise Refused(409, PENDING)
     if sessions.turns_taken(session) >= turn.study.max_turns:
         raise Refused(429, AT_END)
-    condition = turn.study.conditions[session["condition"]]
+    condition = turn.study.conditions.get(session["condition"])
+    if condition is None:  # the study file changed under a running session
+        raise Refused(409, CONDITION_GONE)
     messages = model_messages(condition, session["messages"], message)
     job_id = new_job_id()
     if not sessions.start_turn(turn.db, session["_id"], job_id, message):
