@@ -4,7 +4,8 @@
 - messages, long format: one row per message (participantId, condition, savedAt,
   turn, role, content);
 - participants, wide format: one row per participant with one column per task
-  answer, nested answers flattened to dotted names (`tasks.q1`, `tasks.block.a`).
+  answer, nested answers flattened to dotted names (`tasks.q1`, `tasks.block.a`; a key
+  that holds a dot itself is quoted: `tasks["q1.1"]`).
 Keeping the task answers out of the message rows keeps both tables tidy: one
 observation per row, nothing repeated on every message.
 
@@ -19,6 +20,7 @@ a multi-part message content, a list answer) as compact JSON text.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
@@ -109,14 +111,25 @@ def flatten_tasks(tasks: Any) -> dict[str, Any]:
         return {} if tasks is None else {TASKS_PREFIX: tasks}
     flat: dict[str, Any] = {}
     for key, value in tasks.items():
-        _flatten_into(flat, f"{TASKS_PREFIX}.{key}", value)
+        _flatten_into(flat, TASKS_PREFIX + column_segment(key), value)
     return flat
+
+
+def column_segment(key: str) -> str:
+    """`.key`, or `["key"]` (JSON-quoted) for a key that holds a dot or starts with `[`.
+
+    Keys are stored as sent, dots included, so `{"q1.1": 1}` and `{"q1": {"1": 1}}` must
+    not share a column: they become `tasks["q1.1"]` and `tasks.q1.1`.
+    """
+    if "." in key or key.startswith("[") or not key:
+        return "[" + json.dumps(key, ensure_ascii=False) + "]"
+    return "." + key
 
 
 def _flatten_into(flat: dict[str, Any], name: str, value: Any) -> None:
     if isinstance(value, Mapping) and value:
         for key, item in value.items():
-            _flatten_into(flat, f"{name}.{key}", item)
+            _flatten_into(flat, name + column_segment(key), item)
     else:
         flat[name] = value
 

@@ -60,9 +60,6 @@ IMAGE_PATTERN = (
 LONGEST_IMAGE_PREFIX = len("data:image/jpeg;base64,")
 # Free-form JSON stored in MongoDB (/save) may nest this deep; BSON itself stops at 100.
 MAX_JSON_DEPTH = 32
-# Characters that would make a stored key look like a MongoDB operator or path, and the
-# look-alikes that replace them (MongoDB's own advice), so no participant data is lost.
-KEY_ESCAPES = {".": "\uff0e", "$": "\uff04"}
 # The integers BSON can store.
 INT64 = range(-(2**63), 2**63)
 
@@ -96,21 +93,26 @@ class RequestLimits:
 
 
 def storable_json(value: Any, where: str = "", depth: int = 0) -> Any:
-    """`value` safe to store in MongoDB: keys escaped, nesting bounded, BSON-encodable."""
+    """`value` itself, once it is known that MongoDB stores it as it is; else the problem.
+
+    Keys with `.` and `$` are kept: an insert is not a query, and MongoDB (5.0 and later)
+    stores them as they are. Refused is only what BSON cannot hold: NUL in a key, invalid
+    Unicode, integers beyond 64 bits, nesting beyond MAX_JSON_DEPTH.
+    """
     if depth > MAX_JSON_DEPTH:
         raise PydanticCustomError(
             "too_deep", "it nests deeper than {limit} levels", {"limit": MAX_JSON_DEPTH}
         )
     if isinstance(value, list):
-        return [storable_json(item, f"{where}[{i}]", depth + 1) for i, item in enumerate(value)]
-    if isinstance(value, dict):
-        return {
-            escape_key(key, where): storable_json(item, f"{where}.{key}", depth + 1)
-            for key, item in value.items()
-        }
-    if isinstance(value, str) and not is_unicode(value):
+        for i, item in enumerate(value):
+            storable_json(item, f"{where}[{i}]", depth + 1)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_key(key, where)
+            storable_json(item, f"{where}.{key}", depth + 1)
+    elif isinstance(value, str) and not is_unicode(value):
         raise PydanticCustomError("not_unicode", "text in it{at} is not valid Unicode", _at(where))
-    if is_number(value) and not INT64.start <= value <= INT64.stop - 1:
+    elif is_number(value) and not INT64.start <= value <= INT64.stop - 1:
         # BSON stores integers in 64 bits. JSON Schema cannot tell 2e30 from 2 * 10**30,
         # so the document states one range for every number, and it is enforced as stated.
         raise PydanticCustomError(
@@ -139,15 +141,12 @@ def _at(where: str) -> dict[str, str]:
     return {"at": f" (at {where.lstrip('.')})" if where else ""}
 
 
-def escape_key(key: str, where: str) -> str:
-    """A key MongoDB stores as data, never reads as an operator ($) or a path (.)."""
+def check_key(key: str, where: str) -> None:
+    """Refuse a key BSON cannot hold: one with NUL or invalid Unicode."""
     if "\x00" in key or not is_unicode(key):
         raise PydanticCustomError(
             "bad_key", "a key in it{at} holds a NUL character or invalid Unicode", _at(where)
         )
-    for character, look_alike in KEY_ESCAPES.items():
-        key = key.replace(character, look_alike)
-    return key
 
 
 STORABLE_JSON = "StorableJson"
