@@ -13,10 +13,12 @@ balance going, while changing the conditions or their weights starts a new sched
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 
 from pymongo import ReturnDocument
 from pymongo.database import Database
+from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from studychat.store.database import ASSIGNMENTS_COLLECTION
 
@@ -41,12 +43,16 @@ def counter_key(study_name: str, weights: Mapping[str, int]) -> str:
 
 def next_condition(db: Database, study_name: str, weights: Mapping[str, int]) -> str:
     """The condition of the next participant, drawn atomically from the study's counter."""
-    counter = db[ASSIGNMENTS_COLLECTION].find_one_and_update(
-        {"_id": counter_key(study_name, weights)},
-        {"$inc": {"assigned": 1}},
-        upsert=True,
-        return_document=ReturnDocument.AFTER,
+    counters = db[ASSIGNMENTS_COLLECTION]
+    key = counter_key(study_name, weights)
+    # Created first, then incremented: an upserting increment can, under a race at the
+    # counter's creation, hand two callers the same number (SecantusDB) or fail one.
+    with contextlib.suppress(DuplicateKeyError):
+        counters.insert_one({"_id": key, "assigned": 0})
+    counter = counters.find_one_and_update(
+        {"_id": key}, {"$inc": {"assigned": 1}}, return_document=ReturnDocument.AFTER
     )
-    assigned = counter["assigned"] if counter else 1  # an upsert always returns the document
+    if counter is None:
+        raise PyMongoError(f"the assignment counter {key!r} vanished")
     cycle = schedule(weights)
-    return cycle[(assigned - 1) % len(cycle)]
+    return cycle[(counter["assigned"] - 1) % len(cycle)]
