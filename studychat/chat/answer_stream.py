@@ -18,6 +18,8 @@ from typing import Any
 from redis import Redis
 from redis.client import Pipeline
 
+from studychat.chat.provenance import utc_iso
+
 DELTAS_PREFIX = "chat:deltas:"
 ENDED_PREFIX = "chat:ended:"
 # Deltas are kept long enough to replay to a participant who reconnects; after that the
@@ -50,9 +52,12 @@ class DeltaPublisher:
         self.key = deltas_key(job_id)
         self.buffer: list[str] = []
         self.last_flush = time.monotonic()
+        # When the first delta arrived (UTC ISO 8601), for the turn's timing.
+        self.first_at: str | None = None
 
     def add(self, text: str) -> None:
         """Take one delta; publish what has gathered when it is time."""
+        self.first_at = self.first_at or utc_iso()
         self.buffer.append(text)
         if time.monotonic() - self.last_flush >= FLUSH_EVERY_S:
             self.flush()

@@ -17,6 +17,7 @@ from rq.job import Job
 from studychat import outage_watch
 from studychat.chat import answer_stream, budgets, job_metrics, llm_client
 from studychat.chat.outcomes import has_outcome, store_outcome, success_body
+from studychat.chat.provenance import CallTiming, turn_facts, utc_iso
 from studychat.chat.session_turn import SessionTurn, settled_turn
 from studychat.exceptions import ModelCallFailed
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
@@ -57,11 +58,13 @@ def run_chat(
     participant_id: str | None = None,
     stream: bool = False,
     session: dict[str, Any] | None = None,
+    received_at: str | None = None,
 ) -> dict[str, Any]:
     """Ask the model for the next turn; store the answer and its transcript entry together.
 
     `session` (a SessionTurn's kwargs) names the condition's model and parameters of a
-    study session's turn; without it (legacy API) the settings name them.
+    study session's turn; without it (legacy API) the settings name them. `received_at`
+    is when the web received the message.
     """
     job = running_job()
     if has_outcome(job.connection, job.id):
@@ -69,45 +72,43 @@ def run_chat(
         return {"recovered": True}
     turn = SessionTurn.from_kwargs(session) if session else None
     request = model_request(messages, turn)
-    finish = partial(_finish, job, turn=turn)
     called = time.monotonic()
     try:
-        completion = _call_model(job, request, stream)
+        completion, first_token_at = _call_model(job, request, stream)
     except ModelCallFailed as failure:
         logger.warning("chat job %s failed: %s", job.id, failure.message)
-        took = time.monotonic() - called
-        when_redis_is_up(
-            partial(
-                finish,
-                502,
-                json.dumps({"error": failure.message}),
-                None,
-                upstream_s=took,
-                error=failure.message,
-                attempts=failure.attempts,
-                model=request["model"],
-            )
-        )
+        timing = CallTiming(None, utc_iso())
+        facts = turn_facts(job, request, timing, None, failure.attempts, None, received_at)
+        body = json.dumps({"error": failure.message})
+        ending = Ending(502, body, None, time.monotonic() - called, facts, failure.message)
+        when_redis_is_up(partial(_finish, job, turn, ending))
         raise
     took = time.monotonic() - called
+    timing = CallTiming(first_token_at, utc_iso())
     budget_key = turn.budget_key if turn else participant_id
     when_redis_is_up(
         lambda: budgets.record_usage(job.connection, job.id, budget_key, completion.usage)
     )
     answer = json.loads(completion.raw_json)
-    when_redis_is_up(
-        partial(
-            finish,
-            200,
-            success_body(completion.raw_json),
-            answer,
-            upstream_s=took,
-            completion=completion,
-            model=completion.model,
-        )
+    facts = turn_facts(
+        job, request, timing, answer, completion.attempts, completion.usage, received_at
     )
+    ending = Ending(200, success_body(completion.raw_json), answer, took, facts)
+    when_redis_is_up(partial(_finish, job, turn, ending))
     logger.info("answered in %.2f s, %d attempts", took, completion.attempts)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}
+
+
+@dataclass(frozen=True)
+class Ending:
+    """How a job ended: the body the web sends, and what the transcript records."""
+
+    code: int
+    body: str
+    answer: dict | None
+    upstream_s: float
+    facts: dict[str, Any]
+    error: str | None = None
 
 
 def model_request(messages: list[dict], turn: SessionTurn | None) -> dict[str, Any]:
@@ -143,53 +144,49 @@ def when_redis_is_up(write: Callable[[], object]) -> None:
             return
 
 
-def _call_model(job: Job, request: dict[str, Any], stream: bool) -> llm_client.Completion:
-    """The model's answer; streamed delta by delta to readers of GET /stream when asked."""
+def _call_model(
+    job: Job, request: dict[str, Any], stream: bool
+) -> tuple[llm_client.Completion, str | None]:
+    """The model's answer, and when its first token came (streamed calls only).
+
+    Streamed, it goes delta by delta to readers of GET /stream.
+    """
     if not stream:
-        return llm_client.complete(job_context().model, request)
+        return llm_client.complete(job_context().model, request), None
     publisher = answer_stream.DeltaPublisher(job.connection, job.id)
     try:
-        return llm_client.complete_streaming(job_context().model, request, publisher.add)
+        completion = llm_client.complete_streaming(job_context().model, request, publisher.add)
     finally:
         publisher.flush()
+    return completion, publisher.first_at
 
 
-def _finish(
-    job: Job,
-    code: int,
-    body: str,
-    answer: dict | None,
-    *,
-    model: str,
-    turn: SessionTurn | None,
-    completion: llm_client.Completion | None = None,
-    error: str | None = None,
-    attempts: int | None = None,
-    upstream_s: float | None = None,
-) -> None:
+def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
     """Store the answer the web reads, the transcript entry and the metrics in one transaction."""
-    settled = settled_turn(turn, job.id, answer, model, error) if turn else None
+    succeeded = ending.code == 200
+    settled = (
+        settled_turn(turn, job.id, ending.answer, ending.facts, ending.error) if turn else None
+    )
     entry = chat_log.entry_for(
         job,
-        "finished" if code == 200 else "failed",
-        answer,
-        model=model,
-        usage=completion.usage if completion else None,
-        attempts=completion.attempts if completion else attempts,
-        error=error,
-        endedAt=chat_log.utcnow_iso(),
-        **({"condition": turn.condition, "turn": settled} if turn else {}),
+        "finished" if succeeded else "failed",
+        ending.answer,
+        error=ending.error,
+        endedAt=utc_iso(),
+        **ending.facts,
+        **(turn.provenance() | {"turn": settled} if turn else {}),
     )
+    usage = ending.facts["usage"]
     with job.connection.pipeline(transaction=True) as pipeline:
         ttl = job_context().settings.RESULT_TTL_S
-        store_outcome(pipeline, job.id, code, body, ttl, turn_fields(turn, settled))
+        store_outcome(pipeline, job.id, ending.code, ending.body, ttl, turn_fields(turn, settled))
         answer_stream.mark_ended(pipeline, job.id, ttl)
         chat_log.add_entry(pipeline, entry)
         job_metrics.record_job(
-            pipeline, job, code == 200, upstream_s, entry["attempts"], entry["usage"]
+            pipeline, job, succeeded, ending.upstream_s, ending.facts["attempts"], usage
         )
         if turn is not None:
-            tokens = budgets.usage_tokens(entry["usage"])
+            tokens = budgets.usage_tokens(usage)
             add_condition_tokens(pipeline, turn.study, turn.condition, tokens)
         pipeline.execute()
 

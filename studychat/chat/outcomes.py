@@ -6,6 +6,7 @@ spliced in untouched) with the status code, so answering costs no parsing at all
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -14,7 +15,19 @@ from redis import Redis
 from redis.client import Pipeline
 from rq.job import Job, JobStatus
 
+from studychat.chat.provenance import utc_iso
+from studychat.store.chat_log import STREAM, delivery_entry
+
 OUTCOME_PREFIX = "chat:outcome:"
+DELIVERED = "deliveredAt"
+# The first delivery of an outcome stamps it and sends the time to the transcript stream.
+_MARK_DELIVERED_LUA = """
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+if redis.call('HSETNX', KEYS[1], 'deliveredAt', ARGV[1]) == 1 then
+  redis.call('XADD', KEYS[2], '*', 'doc', ARGV[2])
+end
+return 1
+"""
 # RQ statuses of a job that ended without storing an outcome, and of any job that ended.
 FAILED_STATUSES = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 ENDED_STATUSES = FAILED_STATUSES | {JobStatus.FINISHED}
@@ -29,6 +42,8 @@ class JobState:
     rq_status: str | None
     # Unix time before which a session's answer is held back (min_reply_seconds).
     release_at: float = 0.0
+    # Whether a participant's client has been handed the outcome already.
+    delivered: bool = False
 
     @property
     def over(self) -> bool:
@@ -84,12 +99,23 @@ def has_outcome(connection: Redis, job_id: str) -> bool:
 def read_state(connection: Redis, job_id: str) -> JobState:
     """The outcome and RQ status of a job, in a single round trip."""
     pipe = connection.pipeline(transaction=False)
-    pipe.hmget(outcome_key(job_id), "code", "body", "release")
+    pipe.hmget(outcome_key(job_id), "code", "body", "release", DELIVERED)
     pipe.hget(Job.key_for(job_id), "status")
-    (code, body, release), status = pipe.execute()
+    (code, body, release, delivered), status = pipe.execute()
     return JobState(
         status_code=int(code) if code is not None else None,
         body=body,
         rq_status=status.decode() if status is not None else None,
         release_at=float(release) if release is not None else 0.0,
+        delivered=delivered is not None,
     )
+
+
+def mark_delivered(connection: Redis, state: JobState, job_id: str) -> None:
+    """Note when a participant's client first got the outcome, for the transcript (once)."""
+    if state.delivered:
+        return
+    now = utc_iso()
+    entry = json.dumps(delivery_entry(job_id, now))
+    script = connection.register_script(_MARK_DELIVERED_LUA)
+    script(keys=[outcome_key(job_id), STREAM], args=[now, entry])

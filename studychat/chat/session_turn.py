@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from studychat.chat.provenance import utc_iso
+
 
 @dataclass(frozen=True)
 class SessionTurn:
@@ -18,6 +20,7 @@ class SessionTurn:
 
     participant_id: str
     study: str
+    study_hash: str
     condition: str
     model: str
     max_tokens: int
@@ -35,22 +38,30 @@ class SessionTurn:
         """The turn a job argument describes."""
         return cls(**kwargs)
 
+    def provenance(self) -> dict[str, str]:
+        """What a session's turn adds to its transcript entry: condition and study hash."""
+        return {"condition": self.condition, "studyHash": self.study_hash}
+
 
 def settled_turn(
-    turn: SessionTurn, job_id: str, answer: dict | None, model: str, error: str | None
+    turn: SessionTurn, job_id: str, answer: dict | None, facts: dict[str, Any], error: str | None
 ) -> dict[str, Any]:
-    """What the conversation gains when the job ends: the answer, or the error on the message."""
-    ended = datetime.now(UTC)
+    """What the conversation gains when the job ends: the answer, or the error on the message.
+
+    `facts` are the turn's timing and provenance (provenance.turn_facts).
+    """
     if answer is None:
-        return {"error": error or "The model call failed.", "failedAt": ended.isoformat()}
-    released = max(ended, datetime.fromtimestamp(turn.release_at, UTC))
+        failed = {"error": error or "The model call failed.", "failedAt": utc_iso()}
+        return {**failed, "attempts": facts["attempts"]}
+    answered = datetime.fromisoformat(facts["answeredAt"])
+    released = max(answered, datetime.fromtimestamp(turn.release_at, UTC))
     return {
         "role": "assistant",
         "content": answer_text(answer),
         "jobId": job_id,
-        "model": model,
-        "answeredAt": ended.isoformat(),
-        "releasedAt": released.isoformat(),
+        **{key: value for key, value in facts.items() if key != "receivedAt"},
+        "releasedAt": utc_iso(released),
+        **turn.provenance(),
     }
 
 

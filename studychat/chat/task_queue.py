@@ -68,12 +68,16 @@ def enqueue_chat(
     job_id: str | None = None,
     stream: bool = False,
     session: dict[str, Any] | None = None,
+    received_at: str | None = None,
 ) -> str:
     """Put one chat turn on the queue (as `job_id` when given) and return its job id.
 
     `session` is a study session's turn (SessionTurn kwargs); legacy turns have none.
+    `received_at` is when the web received the message (UTC ISO 8601).
     """
     kwargs: dict[str, Any] = {"messages": messages, "participant_id": participant_id}
+    if received_at:
+        kwargs["received_at"] = received_at
     if stream:
         kwargs["stream"] = True
     if session:

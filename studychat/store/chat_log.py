@@ -14,25 +14,24 @@ import json
 import logging
 import threading
 import time
-from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from pymongo import ReplaceOne
+from pymongo import UpdateOne
 from pymongo.database import Database
 from pymongo.errors import PyMongoError
 from rq.job import Job
 
 from studychat import outage_watch
+from studychat.chat.provenance import as_dates
 from studychat.outage_watch import Backoff
 from studychat.store.database import CHAT_LOG_COLLECTION
-from studychat.study.sessions import settle_turn
+from studychat.study.sessions import note_delivery, settle_turn
 
 logger = logging.getLogger(__name__)
 
 STREAM = "chat_log:pending"
 GROUP = "chat_log_shippers"
-DATE_FIELDS = ("queuedAt", "startedAt", "endedAt")
 BATCH = 200
 # Entries another shipper claimed but did not acknowledge for this long are taken over.
 CLAIM_IDLE_MS = 30_000
@@ -41,7 +40,7 @@ CLAIM_EVERY_S = 5.0
 
 
 def entry_for(job: Job, status: str, answer: dict | None, **details: Any) -> dict[str, Any]:
-    """The log document of one finished or failed chat job.
+    """The log document of one finished or failed chat job (`details`: its timing and more).
 
     The answer is stored under `response`, the name `/check_response` gives it.
     """
@@ -51,10 +50,13 @@ def entry_for(job: Job, status: str, answer: dict | None, **details: Any) -> dic
         "messages": job.kwargs.get("messages"),
         "status": status,
         "response": answer,
-        "queuedAt": _iso(job.enqueued_at),
-        "startedAt": _iso(job.started_at),
         **details,
     }
+
+
+def delivery_entry(job_id: str, delivered_at: str) -> dict[str, Any]:
+    """The log entry saying when the participant's client first got the whole answer."""
+    return {"_id": job_id, "deliveredAt": delivered_at, "patch": True}
 
 
 def _report(error: Exception) -> None:
@@ -67,15 +69,6 @@ def _report(error: Exception) -> None:
         logger.exception("chat log shipping failed; will retry")
 
 
-def utcnow_iso() -> str:
-    """The current UTC time as ISO 8601."""
-    return datetime.now(UTC).isoformat()
-
-
-def _iso(moment: datetime | None) -> str | None:
-    return moment.isoformat() if moment else None
-
-
 def add_entry(pipeline: redis.client.Pipeline, entry: dict[str, Any]) -> None:
     """Queue `entry` for MongoDB on `pipeline` (executed with the job's answer)."""
     pipeline.xadd(STREAM, {"doc": json.dumps(entry, default=str)})
@@ -83,11 +76,14 @@ def add_entry(pipeline: redis.client.Pipeline, entry: dict[str, Any]) -> None:
 
 def to_document(raw: bytes | str) -> dict[str, Any]:
     """A stream entry as the MongoDB document, with its times as datetimes."""
-    document = json.loads(raw)
-    for field in DATE_FIELDS:
-        if document.get(field):
-            document[field] = datetime.fromisoformat(document[field])
+    document = as_dates(json.loads(raw))
+    if isinstance(document.get("turn"), dict):
+        document["turn"] = as_dates(document["turn"])
     return document
+
+
+def _fields_of(doc: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in doc.items() if key not in ("_id", "patch")}
 
 
 class ChatLogShipper(threading.Thread):
@@ -131,6 +127,16 @@ class ChatLogShipper(threading.Thread):
                 _report(error)
                 self.stopping.wait(backoff.next_delay())
 
+    def _update_session(self, doc: dict[str, Any]) -> None:
+        """Carry a session turn's answer, or its delivery time, into its conversation."""
+        if doc.get("turn") is not None:
+            # A study session's turn joins its conversation (once: see settle_turn).
+            settle_turn(self.db, doc["participantId"], doc["_id"], doc["turn"])
+        elif doc.get("patch"):
+            logged = self.collection.find_one({"_id": doc["_id"]}, {"participantId": 1, "turn": 1})
+            if logged and logged.get("turn") is not None:
+                note_delivery(self.db, logged["participantId"], doc["_id"], doc["deliveredAt"])
+
     def _ensure_group(self) -> bool:
         try:
             self.connection.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
@@ -167,12 +173,15 @@ class ChatLogShipper(threading.Thread):
 
     def _write(self, entries: list[tuple[bytes, dict]]) -> None:
         documents = [to_document(fields[b"doc"]) for _, fields in entries]
-        writes = [ReplaceOne({"_id": doc["_id"]}, doc, upsert=True) for doc in documents]
+        # $set, not a replacement: a job's entry and the later note of its delivery merge
+        # in whatever order they arrive, and a retried write changes nothing.
+        writes = [
+            UpdateOne({"_id": doc["_id"]}, {"$set": _fields_of(doc)}, upsert=True)
+            for doc in documents
+        ]
         self.collection.bulk_write(writes, ordered=False)
         for doc in documents:
-            if doc.get("turn") is not None:
-                # A study session's turn joins its conversation (once: see settle_turn).
-                settle_turn(self.db, doc["participantId"], doc["_id"], doc["turn"])
+            self._update_session(doc)
         ids = [entry_id for entry_id, _ in entries]
         with self.connection.pipeline() as pipeline:
             pipeline.xack(STREAM, GROUP, *ids)

@@ -25,6 +25,7 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import DuplicateKeyError
 
+from studychat.chat.provenance import as_dates
 from studychat.store.database import SESSIONS_COLLECTION
 from studychat.study.assignment import next_condition
 from studychat.study.definition import Study
@@ -33,8 +34,6 @@ logger = logging.getLogger(__name__)
 
 # How long a request waits for a session another request is creating for the same id.
 CONCURRENT_CREATION_WAIT_S = 5.0
-# Fields of a settled turn that hold times (stored as dates, sent as ISO 8601 text).
-TIME_FIELDS = ("sentAt", "answeredAt", "releasedAt", "failedAt")
 
 
 @dataclass(frozen=True)
@@ -147,15 +146,17 @@ def turns_taken(session: Mapping[str, Any]) -> int:
     return sum(1 for m in session["messages"] if m["role"] == "user" and "error" not in m)
 
 
-def start_turn(db: Database, participant_id: str, job_id: str, message: dict[str, Any]) -> bool:
+def start_turn(
+    db: Database, participant_id: str, job_id: str, message: dict[str, Any], received: datetime
+) -> bool:
     """Append the participant's message as the pending turn; False if one is pending."""
-    sent = {"role": "user", **message, "jobId": job_id, "sentAt": datetime.now(UTC)}
+    sent = {"role": "user", **message, "jobId": job_id, "receivedAt": received}
     claimed = sessions(db).update_one(
         {"_id": participant_id, "pending": None, "savedAt": None},
         {
             "$set": {
-                "pending": {"jobId": job_id, "sentAt": sent["sentAt"]},
-                "lastActiveAt": sent["sentAt"],
+                "pending": {"jobId": job_id, "receivedAt": received},
+                "lastActiveAt": received,
             },
             "$push": {"messages": sent},
         },
@@ -173,7 +174,7 @@ def abandon_turn(db: Database, participant_id: str, job_id: str) -> None:
 
 def settle_turn(db: Database, participant_id: str, job_id: str, turn: Mapping[str, Any]) -> bool:
     """Record the job's answer (or its failure) if the turn is still pending; whether it was."""
-    stored = {key: _as_date(key, value) for key, value in turn.items()}
+    stored = as_dates(dict(turn))
     if "error" in stored:
         update = {"$set": {f"messages.$.{key}": value for key, value in stored.items()}}
         query = {"_id": participant_id, "pending.jobId": job_id, "messages.jobId": job_id}
@@ -184,8 +185,17 @@ def settle_turn(db: Database, participant_id: str, job_id: str, turn: Mapping[st
     return settled.modified_count == 1
 
 
-def _as_date(key: str, value: Any) -> Any:
-    return datetime.fromisoformat(value) if key in TIME_FIELDS and isinstance(value, str) else value
+def note_delivery(db: Database, participant_id: str, job_id: str, delivered_at: Any) -> None:
+    """Record when the participant's client first got the answer of `job_id` (once)."""
+    answer = {"jobId": job_id, "role": "assistant", "deliveredAt": None}
+    sessions(db).update_one(
+        {"_id": participant_id, "messages": {"$elemMatch": answer}},
+        {
+            "$set": {
+                "messages.$.deliveredAt": as_dates({"deliveredAt": delivered_at})["deliveredAt"]
+            }
+        },
+    )
 
 
 def mark_saved(db: Database, participant_id: str, saved_at: datetime) -> None:

@@ -21,7 +21,8 @@ from redis import Redis
 from rq import Queue
 
 from studychat.chat.budgets import PARTICIPANT, admit_chat
-from studychat.chat.outcomes import FAILED_STATUSES, outcome_key, read_state
+from studychat.chat.outcomes import DELIVERED, FAILED_STATUSES, outcome_key, read_state
+from studychat.chat.provenance import utc_iso
 from studychat.chat.session_turn import SessionTurn
 from studychat.chat.task_queue import enqueue_chat, new_job_id
 from studychat.exceptions import Refused
@@ -70,8 +71,13 @@ def _as_sent(message: Mapping[str, Any]) -> dict[str, Any]:
     return {**kept, "image": message["image"]} if message.get("image") else kept
 
 
-def start(turn: Turn, session: dict[str, Any], message: dict[str, Any], stream: bool) -> str:
-    """Queue the session's next turn and return its job id, or raise Refused."""
+def start(
+    turn: Turn, session: dict[str, Any], message: dict[str, Any], stream: bool, received_at: str
+) -> str:
+    """Queue the session's next turn and return its job id, or raise Refused.
+
+    `received_at` (UTC ISO 8601) is when the web received the message.
+    """
     session = settle_pending(turn, session)
     if awaited_job(session):
         raise Refused(409, PENDING)
@@ -82,10 +88,11 @@ def start(turn: Turn, session: dict[str, Any], message: dict[str, Any], stream: 
         raise Refused(409, CONDITION_GONE)
     messages = model_messages(condition, session["messages"], message)
     job_id = new_job_id()
-    if not sessions.start_turn(turn.db, session["_id"], job_id, message):
+    received = datetime.fromisoformat(received_at)
+    if not sessions.start_turn(turn.db, session["_id"], job_id, message, received):
         raise Refused(409, PENDING)
     try:
-        _admit_and_enqueue(turn, session, condition, messages, job_id, stream)
+        _admit_and_enqueue(turn, session, condition, messages, job_id, stream, received_at)
     except BaseException:
         sessions.abandon_turn(turn.db, session["_id"], job_id)
         raise
@@ -99,6 +106,7 @@ def _admit_and_enqueue(
     messages: list[dict[str, Any]],
     job_id: str,
     stream: bool,
+    received_at: str,
 ) -> None:
     key = sessions.token_key(session["token"])
     spent = admit_chat(turn.redis, job_id, key, messages, turn.settings, condition.max_tokens)
@@ -107,6 +115,7 @@ def _admit_and_enqueue(
     job_turn = SessionTurn(
         participant_id=session["_id"],
         study=turn.study.name,
+        study_hash=turn.study.hash,
         condition=condition.name,
         model=condition.model,
         max_tokens=condition.max_tokens,
@@ -115,7 +124,14 @@ def _admit_and_enqueue(
         options=condition.model_options(),
     )
     enqueue_chat(
-        turn.queue, messages, session["_id"], turn.settings, job_id, stream, job_turn.to_kwargs()
+        turn.queue,
+        messages,
+        session["_id"],
+        turn.settings,
+        job_id,
+        stream,
+        job_turn.to_kwargs(),
+        received_at,
     )
 
 
@@ -124,28 +140,33 @@ def settle_pending(turn: Turn, session: dict[str, Any]) -> dict[str, Any]:
     pending = session.get("pending")
     if not pending:
         return session
-    settled = ended_turn(turn.redis, pending["jobId"], pending["sentAt"])
+    settled = ended_turn(turn.redis, pending["jobId"], pending["receivedAt"])
     if settled is None:
         return session
     sessions.settle_turn(turn.db, session["_id"], pending["jobId"], settled)
     return sessions.sessions(turn.db).find_one({"_id": session["_id"]}) or session
 
 
-def ended_turn(connection: Redis, job_id: str, sent_at: datetime) -> dict[str, Any] | None:
+def ended_turn(connection: Redis, job_id: str, received_at: datetime) -> dict[str, Any] | None:
     """What the conversation gains from a released job's end; None while it is not over."""
     state = read_state(connection, job_id)
     if state.body is not None:
-        stored = connection.hget(outcome_key(job_id), "turn")
-        return json.loads(stored) if stored and state.released else None
+        stored, delivered = connection.hmget(outcome_key(job_id), "turn", DELIVERED)
+        if not stored or not state.released:
+            return None
+        settled: dict[str, Any] = json.loads(stored)
+        if delivered and "role" in settled:  # handed to the participant before it was settled
+            settled[DELIVERED] = delivered.decode() if isinstance(delivered, bytes) else delivered
+        return settled
     if state.rq_status in FAILED_STATUSES:
         return _failure(FAILED)
-    if state.rq_status is None and datetime.now(UTC) - sent_at > LOST_AFTER:
+    if state.rq_status is None and datetime.now(UTC) - received_at > LOST_AFTER:
         return _failure(LOST)
     return None
 
 
 def _failure(message: str) -> dict[str, Any]:
-    return {"error": message, "failedAt": datetime.now(UTC).isoformat()}
+    return {"error": message, "failedAt": utc_iso()}
 
 
 def _unreleased(message: Mapping[str, Any]) -> bool:

@@ -10,6 +10,7 @@ from pymongo import MongoClient
 from redis import Redis
 
 from devtools.servers import MongoServer
+from studychat.chat.provenance import utc_iso
 from studychat.store import chat_log
 from tests.support.chat_helpers import start_chats
 from tests.support.polling import poll_answer, wait_for
@@ -85,7 +86,7 @@ def queue_entries(connection: Redis, count: int) -> list[str]:
     ids = [uuid.uuid4().hex for _ in range(count)]
     with connection.pipeline() as pipeline:
         for job_id in ids:
-            entry = {"_id": job_id, "status": "finished", "endedAt": chat_log.utcnow_iso()}
+            entry = {"_id": job_id, "status": "finished", "endedAt": utc_iso()}
             chat_log.add_entry(pipeline, entry)
         pipeline.execute()
     return ids

@@ -8,7 +8,8 @@ from flask import Blueprint, Response, jsonify
 
 from studychat.chat.answer_stream import wait_until_ended
 from studychat.chat.budgets import PARTICIPANT, STUDY, admit_chat
-from studychat.chat.outcomes import FAILED_STATUSES, read_state
+from studychat.chat.outcomes import FAILED_STATUSES, mark_delivered, read_state
+from studychat.chat.provenance import utc_iso
 from studychat.chat.task_queue import enqueue_chat, new_job_id
 from studychat.exceptions import BadRequest
 from studychat.study import turns
@@ -66,8 +67,9 @@ BUDGET_SPENT = {
 )
 def chat():
     """Queue one chat turn; answer at once with the job id."""
+    received_at = utc_iso()
     if is_session_body():
-        return session_chat()
+        return session_chat(received_at)
     refuse_legacy_when_off()
     body = parse_body(ChatRequest)
     messages = [message.model_dump(exclude_none=True) for message in body.messages]
@@ -78,12 +80,18 @@ def chat():
     if spent:
         return error_response(429, BUDGET_SPENT[spent])
     enqueue_chat(
-        made.queue, messages, body.participantId, made.settings, job_id=job_id, stream=body.stream
+        made.queue,
+        messages,
+        body.participantId,
+        made.settings,
+        job_id=job_id,
+        stream=body.stream,
+        received_at=received_at,
     )
     return jsonify(jobId=job_id), 202
 
 
-def session_chat():
+def session_chat(received_at: str):
     """Queue a session's next turn: the server adds the prompt and the conversation."""
     configured_study()
     if "messages" in json_body():
@@ -91,7 +99,7 @@ def session_chat():
     body = parse_body(SessionChatRequest)
     session = open_session_of(body.sessionToken)
     message = body.message.model_dump(exclude_none=True)
-    job_id = turns.start(turn_context(), session, message, body.stream)
+    job_id = turns.start(turn_context(), session, message, body.stream, received_at)
     return jsonify(jobId=job_id), 202
 
 
@@ -124,6 +132,7 @@ def check_response():
             return jsonify(processing=True)
         time.sleep(state.held_for)
     if state.body is not None:
+        mark_delivered(connection, state, body.jobId)
         return Response(state.body, status=state.status_code, mimetype="application/json")
     if state.rq_status is None:
         return error_response(404, UNKNOWN_JOB)

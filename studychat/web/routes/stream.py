@@ -18,7 +18,7 @@ from flask import Blueprint, Response, request, stream_with_context
 from redis import Redis
 
 from studychat.chat.answer_stream import read_deltas
-from studychat.chat.outcomes import JobState, read_state
+from studychat.chat.outcomes import JobState, mark_delivered, read_state
 from studychat.chat.session_turn import answer_text
 from studychat.web.api_doc import documented
 from studychat.web.errors import error_response
@@ -91,26 +91,37 @@ def relay(connection: Redis, job_id: str, after: str) -> Iterator[str]:
         entries = read_deltas(connection, job_id, after, wait_s=KEEPALIVE_S)
         for entry_id, text in entries:
             if text is None:
-                yield from final_events(read_state(connection, job_id), sent_text)
+                yield from final_events(
+                    connection, job_id, read_state(connection, job_id), sent_text
+                )
                 return
             after, sent_text = entry_id, True
             yield sse("delta", {"content": text}, event_id=entry_id)
         if not entries:
             state = read_state(connection, job_id)
             if state.over:
-                yield from final_events(state, sent_text)
+                yield from final_events(connection, job_id, state, sent_text)
                 return
             yield ": waiting for the model\n\n"
 
 
-def final_events(state: JobState, sent_text: bool) -> Iterator[str]:
+def final_events(connection: Redis, job_id: str, state: JobState, sent_text: bool) -> Iterator[str]:
     """`done` (after the whole text as one delta if none was streamed), or `error`.
 
-    A paced condition's outcome (min_reply_seconds) waits for its release time.
+    A paced condition's outcome (min_reply_seconds) waits for its release time. Once the
+    last event is written, the outcome counts as delivered.
     """
     while state.held_for > 0:
         time.sleep(min(state.held_for, KEEPALIVE_S))
         yield ": pacing\n\n"
+    yield from outcome_events(state, sent_text)
+    if state.body is not None:
+        # Runs when the server asks for more, i.e. once the last event has been written.
+        mark_delivered(connection, state, job_id)
+
+
+def outcome_events(state: JobState, sent_text: bool) -> Iterator[str]:
+    """The events of the outcome: `done`, or `error`."""
     if state.body is None or state.status_code != 200:
         outcome = json.loads(state.body) if state.body else {}
         yield sse("error", {"error": outcome.get("error", FAILED_JOB)})

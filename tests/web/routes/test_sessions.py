@@ -242,7 +242,7 @@ def test_save_stores_the_server_held_record_once(make_study_app, participant_id,
     assert record["prolific"] == {"studyId": "S1", "sessionId": "X9"}
     assert (record["tasks"], record["age"]) == ({"q1": [1, "two"]}, 33)
     assert [m["content"] for m in record["messages"]][1:] == ["my words", reply]
-    assert record["messages"][1]["sentAt"] <= record["messages"][2]["answeredAt"]
+    assert record["messages"][1]["receivedAt"] <= record["messages"][2]["answeredAt"]
     session = db[SESSIONS_COLLECTION].find_one({"_id": participant_id})
     assert record["studyHash"] == session["studyHash"] and len(record["studyHash"]) == 64
     participation = client.post("/check_participation", json={"id": participant_id})
