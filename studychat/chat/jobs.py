@@ -174,7 +174,7 @@ def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
         error=ending.error,
         endedAt=utc_iso(),
         **ending.facts,
-        **(turn.provenance() | {"turn": settled} if turn else {}),
+        **(session_details(turn, settled) if turn else {}),
     )
     usage = ending.facts["usage"]
     with job.connection.pipeline(transaction=True) as pipeline:
@@ -189,6 +189,12 @@ def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
             tokens = budgets.usage_tokens(usage)
             add_condition_tokens(pipeline, turn.study, turn.condition, tokens)
         pipeline.execute()
+
+
+def session_details(turn: SessionTurn, settled: dict[str, Any] | None) -> dict[str, Any]:
+    """What a session's turn adds to its transcript entry: condition, study, release, turn."""
+    released = (settled or {}).get("releasedAt")
+    return {**turn.provenance(), "releasedAt": released, "turn": settled}
 
 
 def turn_fields(turn: SessionTurn | None, settled: dict | None) -> dict[str, str]:
