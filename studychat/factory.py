@@ -10,6 +10,8 @@ from flask_cors import CORS
 
 from studychat.export import cli as export_cli
 from studychat.settings import Settings, load_settings
+from studychat.store import cli as store_cli
+from studychat.study import cli as study_cli
 from studychat.web import openapi
 from studychat.web.admin import pages as admin_pages
 from studychat.web.admin import routes as admin_routes
@@ -52,4 +54,6 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     app.register_blueprint(health.bp)
     app.register_blueprint(stream.bp)
     app.cli.add_command(export_cli.export_command)
+    app.cli.add_command(study_cli.study_command)
+    app.cli.add_command(store_cli.participants_command)
     return app

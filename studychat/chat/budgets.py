@@ -200,6 +200,34 @@ def record_usage(
     return tokens
 
 
+# KEYS: study held, holds, deadlines; ARGV: prefix, held suffix, job ids...
+_FORGET = (
+    _RELEASE
+    + """
+for i = 3, #ARGV do release(ARGV[i]) end
+return 1
+"""
+)
+
+
+def forget(connection: Redis, budget_keys: Sequence[str], job_ids: Sequence[str]) -> int:
+    """Erase what budgets hold of a participant: their jobs' holds, their own counters.
+
+    The holds are released (the study's held count gives their charge back), so erasing
+    a participant mid-turn never leaves the study budget charged for nothing. The study's
+    spent total keeps their tokens: it holds no personal data. Returns keys deleted.
+    """
+    if job_ids:
+        connection.register_script(_FORGET)(
+            keys=[STUDY_HELD, HOLDS, HOLD_DEADLINES],
+            args=[PARTICIPANT_PREFIX, HELD_SUFFIX, *job_ids],
+        )
+    keys = [
+        k for key in budget_keys for k in (participant_spent_key(key), participant_held_key(key))
+    ]
+    return int(connection.delete(*keys)) if keys else 0
+
+
 def usage_tokens(usage: Mapping[str, Any] | None) -> int:
     """The tokens a completion's `usage` reports (total, else prompt plus completion)."""
     usage = usage or {}

@@ -23,23 +23,29 @@ import click
 from flask.cli import with_appcontext
 from pymongo import MongoClient
 from pymongo.collection import Collection
+from pymongo.database import Database
 from pymongo.errors import PyMongoError
 
 from studychat.export.csv_rows import (
     CHAT_LOG_COLUMNS,
     MESSAGE_COLUMNS,
     PARTICIPANT_COLUMNS,
+    TURN_COLUMNS,
     chat_log_row,
     flatten_tasks,
+    legacy_turn_rows,
     message_rows,
     participant_row,
+    session_turn_rows,
     tasks_path,
 )
 from studychat.export.jsonl import CODEC_OPTIONS, json_line
-from studychat.store.database import CHAT_LOG_COLLECTION, DATA_COLLECTION
+from studychat.store.database import CHAT_LOG_COLLECTION, DATA_COLLECTION, SESSIONS_COLLECTION
 from studychat.web.services import services
 
-COLLECTIONS = (DATA_COLLECTION, CHAT_LOG_COLLECTION)
+TURNS = "turns"
+# The collections, and the derived table of turns (one row per message, CSV only).
+COLLECTIONS = (DATA_COLLECTION, CHAT_LOG_COLLECTION, SESSIONS_COLLECTION, TURNS)
 # Documents per cursor batch: bounds memory (a record with images can be megabytes).
 BATCH_SIZE = 200
 # A reply slower than this ends the export (a hung server must not hang it forever).
@@ -68,17 +74,17 @@ Tick = Callable[[int], None]
 )
 @with_appcontext
 def export_command(collection: str, output_format: str, out: Path | None) -> None:
-    """Export COLLECTION (data or chat_log) as JSON lines or CSV."""
-    if output_format == "csv" and collection == DATA_COLLECTION and out is None:
-        raise click.UsageError(
-            "CSV of data is two tables (messages and tasks): give --out FILE.csv "
-            "and FILE-tasks.csv is written beside it."
-        )
+    """Export COLLECTION (data, chat_log, sessions; or turns, as CSV) as JSON lines or CSV."""
+    refuse_unknown_shape(collection, output_format, out)
     settings = services().settings
     client = export_client(settings.DATABASE_URL)
-    source = client[settings.DATABASE_NAME][collection].with_options(codec_options=CODEC_OPTIONS)
+    database = client[settings.DATABASE_NAME].with_options(codec_options=CODEC_OPTIONS)
     try:
-        count = run_export(source, output_format, out)
+        if collection == TURNS:
+            with output_stream(out) as stream:
+                count = write_turns_csv(database, stream)
+        else:
+            count = run_export(database[collection], output_format, out)
     except PyMongoError as error:
         raise click.ClickException(
             f"MongoDB failed during the export ({type(error).__name__}); "
@@ -87,7 +93,42 @@ def export_command(collection: str, output_format: str, out: Path | None) -> Non
     finally:
         client.close()
     target = out if out is not None else "stdout"
-    click.echo(f"Exported {count} documents from {collection} to {target}.", err=True)
+    unit = "rows" if collection == TURNS else "documents"
+    click.echo(f"Exported {count} {unit} from {collection} to {target}.", err=True)
+
+
+def refuse_unknown_shape(collection: str, output_format: str, out: Path | None) -> None:
+    """A usage error for the combinations that have no single file to write."""
+    if output_format == "csv" and collection == DATA_COLLECTION and out is None:
+        raise click.UsageError(
+            "CSV of data is two tables (messages and tasks): give --out FILE.csv "
+            "and FILE-tasks.csv is written beside it."
+        )
+    if collection == TURNS and output_format != "csv":
+        raise click.UsageError("turns is a table: give --format csv.")
+    if collection == SESSIONS_COLLECTION and output_format == "csv":
+        raise click.UsageError("For sessions as a table, export turns --format csv.")
+
+
+def write_turns_csv(database: Database, stream: TextIO) -> int:
+    """One row per message: sessions' conversations, then the legacy API's chat jobs."""
+    writer = csv_writer(stream)
+    writer.writerow(TURN_COLUMNS)
+    count = 0
+    for session in documents(database[SESSIONS_COLLECTION], "Exporting sessions"):
+        rows = list(session_turn_rows(session))
+        writer.writerows(rows)
+        count += len(rows)
+    turns: dict[Any, int] = {}
+    legacy = database[CHAT_LOG_COLLECTION].find(
+        {"condition": None}, batch_size=BATCH_SIZE, sort=[("participantId", 1), ("queuedAt", 1)]
+    )
+    for entry in legacy:
+        first = turns.get(entry.get("participantId"), 0) + 1
+        turns[entry.get("participantId")] = first + 1
+        writer.writerows(legacy_turn_rows(entry, first))
+        count += 2
+    return count
 
 
 def export_client(url: str) -> MongoClient:

@@ -51,6 +51,31 @@ CHAT_LOG_COLUMNS = [
     "error",
 ]
 TASKS_PREFIX = "tasks"
+# One row per message of every conversation: sessions' server-held ones, and the legacy
+# API's turns as chat_log has them.
+TURN_TIMES = ["receivedAt", "queuedAt", "startedAt", "firstTokenAt", "answeredAt"]
+TURN_TIMES += ["releasedAt", "deliveredAt"]
+TURN_COLUMNS = [
+    "participantId",
+    "source",
+    "condition",
+    "studyHash",
+    "turn",
+    "role",
+    "content",
+    "jobId",
+    *TURN_TIMES,
+    "queueWaitS",
+    "modelS",
+    "deliveryDelayS",
+    "promptTokens",
+    "completionTokens",
+    "totalTokens",
+    "model",
+    "systemFingerprint",
+    "attempts",
+    "error",
+]
 
 
 def cell(value: Any) -> str:
@@ -189,3 +214,76 @@ def tasks_path(messages_path: Path) -> Path:
     """Where the participants table goes beside `messages_path`: data.csv → data-tasks.csv."""
     stem = messages_path.name.removesuffix(".csv")
     return messages_path.with_name(f"{stem}-tasks.csv")
+
+
+def session_turn_rows(session: Mapping[str, Any]) -> Iterator[list[str]]:
+    """The rows of one session's conversation, `turn` counting messages from 1."""
+    messages = [m for m in session.get("messages") or [] if isinstance(m, Mapping)]
+    received = {m.get("jobId"): m.get("receivedAt") for m in messages if m.get("role") == "user"}
+    for turn, message in enumerate(messages, start=1):
+        timing = {**message, "receivedAt": received.get(message.get("jobId"))}
+        if message.get("role") == "user":
+            timing = {"receivedAt": message.get("receivedAt")}
+        yield turn_row(session.get("_id"), "session", session, turn, message, timing)
+
+
+def legacy_turn_rows(entry: Mapping[str, Any], first_turn: int) -> Iterator[list[str]]:
+    """The two rows of one legacy chat job: its last user message, then the answer."""
+    response = entry.get("response")
+    reply = reply_text(response) if isinstance(response, Mapping) else None
+    question = {"role": "user", "content": last_user_message(entry.get("messages"))}
+    answer = {"role": "assistant", "content": reply, "jobId": entry.get("_id")}
+    participant = entry.get("participantId")
+    yield turn_row(
+        participant, "legacy", {}, first_turn, question, {"receivedAt": entry.get("receivedAt")}
+    )
+    yield turn_row(participant, "legacy", {}, first_turn + 1, {**entry, **answer}, entry)
+
+
+def turn_row(
+    participant: Any,
+    source: str,
+    study: Mapping[str, Any],
+    turn: int,
+    message: Mapping[str, Any],
+    timing: Mapping[str, Any],
+) -> list[str]:
+    """One message's row of the turns table."""
+    given = message.get("usage")
+    usage: Mapping[str, Any] = given if isinstance(given, Mapping) else {}
+    values = [
+        participant,
+        source,
+        study.get("condition", message.get("condition")),
+        study.get("studyHash", message.get("studyHash")),
+        turn,
+        message.get("role"),
+        message.get("content"),
+        message.get("jobId"),
+        *[timing.get(name) for name in TURN_TIMES],
+        seconds_between(timing.get("queuedAt"), timing.get("startedAt")),
+        seconds_between(timing.get("startedAt"), timing.get("answeredAt")),
+        seconds_between(timing.get("answeredAt"), timing.get("deliveredAt")),
+        usage.get("prompt_tokens"),
+        usage.get("completion_tokens"),
+        usage.get("total_tokens"),
+        message.get("model"),
+        message.get("systemFingerprint"),
+        message.get("attempts"),
+        message.get("error"),
+    ]
+    return [cell(value) for value in values]
+
+
+def seconds_between(start: Any, end: Any) -> float | None:
+    """Seconds from `start` to `end` (dates), to the millisecond; None without both."""
+    if not isinstance(start, DatetimeMS | datetime) or not isinstance(end, DatetimeMS | datetime):
+        return None
+    return round((_millis(end) - _millis(start)) / 1000, 3)
+
+
+def _millis(moment: DatetimeMS | datetime) -> int:
+    if isinstance(moment, DatetimeMS):
+        return int(moment)
+    aware = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+    return int(aware.timestamp() * 1000)

@@ -17,6 +17,8 @@ CHAT_LOG_COLLECTION = "chat_log"
 SESSIONS_COLLECTION = "sessions"
 # One counter per study and set of weights (study/assignment.py).
 ASSIGNMENTS_COLLECTION = "assignments"
+# One audit entry per erasure of a participant, without content (store/erasure.py).
+ERASURES_COLLECTION = "erasures"
 
 
 def make_mongo_client(url: str) -> MongoClient:

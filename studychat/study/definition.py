@@ -105,15 +105,20 @@ class Study:
     max_turns: int
     conditions: dict[str, Condition]
 
-    @cached_property
-    def hash(self) -> str:
-        """sha256 of the resolved study in canonical JSON (sorted keys, no spaces)."""
-        document = {
+    def document(self) -> dict[str, Any]:
+        """The resolved study as plain JSON: what `study show` prints and the hash covers."""
+        return {
             "name": self.name,
             "max_turns": self.max_turns,
             "conditions": {name: vars(c) for name, c in self.conditions.items()},
         }
-        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+    @cached_property
+    def hash(self) -> str:
+        """sha256 of the resolved study in canonical JSON (sorted keys, no spaces, UTF-8)."""
+        canonical = json.dumps(
+            self.document(), sort_keys=True, separators=(",", ":"), ensure_ascii=False
+        )
         return hashlib.sha256(canonical.encode()).hexdigest()
 
     @property

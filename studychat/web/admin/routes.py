@@ -1,10 +1,11 @@
-"""Admin pages under /admin (admin_auth.py guards every one): GET /admin/budget."""
+"""Admin routes under /admin (auth.py guards every one): the budget, and erasing a participant."""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
 from studychat.chat import budgets
+from studychat.store.erasure import erase_participant
 from studychat.web.api_doc import (
     ADMIN_OFF,
     CONTRACT,
@@ -72,3 +73,38 @@ def budget():
         participant=participant,
     )
     return jsonify(report.model_dump())
+
+
+@bp.delete("/participants/<participant_id>")
+@documented(
+    {
+        "summary": "Erase everything of one participant (record, session, transcripts, Redis).",
+        "tags": ["admin"],
+        "security": [{"adminToken": []}],
+        "parameters": [
+            {
+                "name": "participant_id",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_ID_CHARS},
+            }
+        ],
+        "responses": {
+            "200": json_answer(
+                "Erased (or nothing was there): how many items went, by kind.",
+                {"type": "object", "properties": {"removed": {"type": "object"}}},
+            ),
+            "400": error("The participant id is too long."),
+            "401": error("The Authorization header does not carry the admin token."),
+            "404": error(ADMIN_OFF),
+            "503": error(UNAVAILABLE),
+        },
+    }
+)
+def delete_participant(participant_id: str):
+    """Erase one participant on request; erasing again does no harm."""
+    if len(participant_id) > MAX_ID_CHARS:
+        return error_response(400, f"A participant id has at most {MAX_ID_CHARS} characters.")
+    made = services()
+    who = f"admin:{request.remote_addr or 'unknown'}"
+    return jsonify(removed=erase_participant(made.db, made.redis, participant_id, who))
