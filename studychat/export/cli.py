@@ -97,6 +97,38 @@ def export_command(collection: str, output_format: str, out: Path | None) -> Non
     click.echo(f"Exported {count} {unit} from {collection} to {target}.", err=True)
 
 
+# The files the admin page offers, and what writes each (the CLI's exports, as files).
+DOWNLOADS = {
+    "data.jsonl": (DATA_COLLECTION, "jsonl"),
+    "data.csv": (DATA_COLLECTION, "csv"),
+    "data-tasks.csv": (DATA_COLLECTION, "csv"),
+    "chat_log.jsonl": (CHAT_LOG_COLLECTION, "jsonl"),
+    "chat_log.csv": (CHAT_LOG_COLLECTION, "csv"),
+    "sessions.jsonl": (SESSIONS_COLLECTION, "jsonl"),
+    "turns.csv": (TURNS, "csv"),
+}
+
+
+def export_download(url: str, database_name: str, name: str, folder: Path) -> Path:
+    """Write the export called `name` (one of DOWNLOADS) into `folder`; its path."""
+    collection, output_format = DOWNLOADS[name]
+    client = export_client(url)
+    database = client[database_name].with_options(codec_options=CODEC_OPTIONS)
+    # data's CSV is two tables written together: data.csv and data-tasks.csv.
+    target = folder / (
+        "data.csv" if collection == DATA_COLLECTION and output_format == "csv" else name
+    )
+    try:
+        if collection == TURNS:
+            with output_stream(target) as stream:
+                write_turns_csv(database, stream)
+        else:
+            run_export(database[collection], output_format, target)
+    finally:
+        client.close()
+    return folder / name
+
+
 def refuse_unknown_shape(collection: str, output_format: str, out: Path | None) -> None:
     """A usage error for the combinations that have no single file to write."""
     if output_format == "csv" and collection == DATA_COLLECTION and out is None:

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+import shutil
+import tempfile
+from pathlib import Path
+
+from flask import Blueprint, jsonify, request, send_file
 
 from studychat.chat import budgets
+from studychat.export.cli import DOWNLOADS, export_download
 from studychat.store.erasure import erase_participant
 from studychat.web.api_doc import (
     ADMIN_OFF,
@@ -108,3 +113,46 @@ def delete_participant(participant_id: str):
     made = services()
     who = f"admin:{request.remote_addr or 'unknown'}"
     return jsonify(removed=erase_participant(made.db, made.redis, participant_id, who))
+
+
+@bp.get("/export/<name>")
+@documented(
+    {
+        "summary": "Download an export: data, chat_log or sessions as JSON lines; CSV tables.",
+        "tags": ["admin"],
+        "security": [{"adminToken": []}],
+        "parameters": [
+            {
+                "name": "name",
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "enum": sorted(DOWNLOADS)},
+            }
+        ],
+        "responses": {
+            "200": {"description": "The file, as `flask --app app export` writes it."},
+            "401": error("Neither the admin token nor an admin session."),
+            "404": error("No such export, or the admin pages are off."),
+            "503": error(UNAVAILABLE),
+        },
+    }
+)
+def download_export(name: str):
+    """One export as a file download (the same bytes as the command line writes)."""
+    if name not in DOWNLOADS:
+        return error_response(404, f"No export {name}; there are: {', '.join(sorted(DOWNLOADS))}.")
+    settings = services().settings
+    folder = Path(tempfile.mkdtemp(prefix="export-"))
+    try:
+        path = export_download(settings.DATABASE_URL, settings.DATABASE_NAME, name, folder)
+        answer = send_file(path, as_attachment=True, download_name=name, mimetype=mimetype(name))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)
+        raise
+    answer.call_on_close(lambda: shutil.rmtree(folder, ignore_errors=True))
+    return answer
+
+
+def mimetype(name: str) -> str:
+    """The media type of an export file."""
+    return "text/csv; charset=utf-8" if name.endswith(".csv") else "application/x-ndjson"

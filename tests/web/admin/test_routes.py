@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import csv
+import io
+
 import pytest
 from redis import Redis
 
@@ -58,3 +61,24 @@ def test_budget_report_refuses_a_bad_participant_id(admin_app):
     answer = admin_app.test_client().get("/admin/budget?participantId=", headers=AUTH)
     assert answer.status_code == 400
     assert "participantId" in answer.get_json()["error"]
+
+
+def test_every_export_downloads_as_the_command_line_writes_it(admin_app, participant_id):
+    client = admin_app.test_client()
+    record = {"participantId": participant_id, "messages": [], "tasks": {"q.1": 1}, "condition": 0}
+    assert client.post("/save", json=record).status_code == 201
+    runner = admin_app.test_cli_runner()
+    for name in ("data.jsonl", "chat_log.csv", "turns.csv", "sessions.jsonl", "data-tasks.csv"):
+        answer = client.get(f"/admin/export/{name}", headers=AUTH)
+        assert answer.status_code == 200, name
+        assert answer.headers["Content-Disposition"] == f"attachment; filename={name}"
+        text = answer.get_data(as_text=True)
+        if name == "data.jsonl":
+            assert participant_id in text and '"tasks":{"q.1":1}' in text  # verbatim key
+            assert text == runner.invoke(args=["export", "data"]).stdout
+        if name == "turns.csv":
+            assert text.startswith("participantId,source,condition,studyHash,turn,role,content")
+        if name == "data-tasks.csv":
+            assert 'tasks["q.1"]' in next(csv.reader(io.StringIO(text)))  # a column of its own
+    assert client.get("/admin/export/secrets.txt", headers=AUTH).status_code == 404
+    assert client.get("/admin/export/data.jsonl").status_code == 401
