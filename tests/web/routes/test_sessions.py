@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import Counter
@@ -306,3 +307,19 @@ def test_answers_reach_the_conversation_without_a_poll(make_study_app, participa
     session = wait_for(settled, timeout=20)
     assert session["messages"][-1]["role"] == "assistant"
     assert isinstance(session["messages"][-1]["answeredAt"], type(session["createdAt"]))
+
+
+def test_a_session_save_stores_every_field_verbatim(make_study_app, participant_id, db):
+    client = make_study_app().test_client()
+    token = start(client, participant_id).get_json()["sessionToken"]
+    body = {
+        "sessionToken": token,
+        "tasks": {"task1": {"responses": {"q1.1": "A", "$where": "x"}}},
+        "survey.v2": {"a.b": {"$gt": 1}},
+    }
+    raw = json.dumps(body)  # as a frontend sends it, keys in its order
+    assert client.post("/save", data=raw, content_type="application/json").status_code == 201
+    record = db[DATA_COLLECTION].find_one({"_id": participant_id})
+    assert record["tasks"] == body["tasks"]
+    assert record["survey.v2"] == {"a.b": {"$gt": 1}}
+    assert "sessionToken" not in record  # the credential is not data
