@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from flask import Flask
 from flask.testing import FlaskClient
+from pymongo import MongoClient
+from pymongo.database import Database
 from redis import Redis
 
 from devtools.servers import FakeOpenAIServer, MongoServer, RedisServer, WorkerProcess
@@ -111,6 +113,14 @@ def app(stack_env) -> Iterator[Flask]:
 def client(app: Flask) -> FlaskClient:
     """A test client of the app."""
     return app.test_client()
+
+
+@pytest.fixture()
+def db(stack_env) -> Iterator[Database]:
+    """The study's MongoDB database, as a researcher reads it (dates timezone-aware)."""
+    mongo = MongoClient(stack_env["DATABASE_URL"], tz_aware=True)
+    yield mongo[stack_env["DATABASE_NAME"]]
+    mongo.close()
 
 
 @pytest.fixture()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime
 
 import pytest
-from pymongo import MongoClient
 
 from devtools.fake_openai import SYSTEM_FINGERPRINT
 from studychat.chat.provenance import as_dates, utc_iso
@@ -14,7 +12,7 @@ from studychat.factory import create_app
 from studychat.store.database import CHAT_LOG_COLLECTION, DATA_COLLECTION
 from studychat.web.services import close_services
 from tests.support.polling import poll_answer, wait_for
-from tests.support.stack import ROOT
+from tests.support.stack import fresh_example_study
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -32,19 +30,9 @@ def test_utc_iso_has_milliseconds_and_as_dates_reads_it_back():
 
 @pytest.fixture()
 def study_client(stack_env, tmp_path):
-    study = tmp_path / "study.yaml"
-    text = (ROOT / "study.example.yaml").read_text()
-    study.write_text(text.replace("name: support-pilot", f"name: p-{uuid.uuid4().hex[:8]}"))
-    app = create_app(stack_env | {"STUDY_FILE": str(study)})
+    app = create_app(stack_env | fresh_example_study(tmp_path))
     yield app.test_client()
     close_services(app)
-
-
-@pytest.fixture()
-def db(stack_env):
-    mongo = MongoClient(stack_env["DATABASE_URL"], tz_aware=True)
-    yield mongo[stack_env["DATABASE_NAME"]]
-    mongo.close()
 
 
 def in_order(facts: dict, names: list[str]) -> list[datetime]:

@@ -11,17 +11,14 @@ from studychat.export.csv_rows import TURN_COLUMNS
 from studychat.factory import create_app
 from studychat.web.services import close_services
 from tests.support.polling import poll_answer, wait_for
-from tests.support.stack import ROOT
+from tests.support.stack import fresh_example_study
 
 pytestmark = pytest.mark.usefixtures("worker")
 
 
 @pytest.fixture()
 def app(stack_env, tmp_path):
-    study = tmp_path / "study.yaml"
-    text = (ROOT / "study.example.yaml").read_text()
-    study.write_text(text.replace("name: support-pilot", f"name: x-{uuid.uuid4().hex[:8]}"))
-    made = create_app(stack_env | {"STUDY_FILE": str(study)})
+    made = create_app(stack_env | fresh_example_study(tmp_path))
     yield made
     close_services(made)
 

@@ -6,14 +6,13 @@ import hashlib
 import uuid
 
 import pytest
-from pymongo import MongoClient
 from redis import Redis
 
 from studychat.factory import create_app
 from studychat.study.sessions import token_key
 from studychat.web.services import close_services
 from tests.support.polling import poll_answer, wait_for
-from tests.support.stack import ROOT
+from tests.support.stack import fresh_example_study
 
 pytestmark = pytest.mark.usefixtures("worker")
 
@@ -23,19 +22,9 @@ BEARER = {"Authorization": f"Bearer {TOKEN}"}
 
 @pytest.fixture()
 def app(stack_env, tmp_path):
-    study = tmp_path / "study.yaml"
-    text = (ROOT / "study.example.yaml").read_text()
-    study.write_text(text.replace("name: support-pilot", f"name: e-{uuid.uuid4().hex[:8]}"))
-    made = create_app(stack_env | {"STUDY_FILE": str(study), "ADMIN_TOKEN": TOKEN})
+    made = create_app(stack_env | fresh_example_study(tmp_path) | {"ADMIN_TOKEN": TOKEN})
     yield made
     close_services(made)
-
-
-@pytest.fixture()
-def db(stack_env):
-    mongo = MongoClient(stack_env["DATABASE_URL"])
-    yield mongo[stack_env["DATABASE_NAME"]]
-    mongo.close()
 
 
 @pytest.fixture()

@@ -14,7 +14,7 @@ from studychat.study.sessions import token_key
 from studychat.web.rate_limits import address_key, chat_client
 from studychat.web.services import close_services
 from tests.support.polling import poll_answer
-from tests.support.stack import FRONTEND, ROOT
+from tests.support.stack import FRONTEND, fresh_example_study
 
 pytestmark = pytest.mark.usefixtures("worker")  # queued chats are answered, not left behind
 
@@ -33,14 +33,7 @@ def fresh_windows(stack_env):
 @pytest.fixture()
 def make_study_env(tmp_path):
     """Settings naming a copy of the example study under a name no other test uses."""
-
-    def build() -> dict[str, str]:
-        path = tmp_path / f"study-{uuid.uuid4().hex[:8]}.yaml"
-        text = (ROOT / "study.example.yaml").read_text()
-        path.write_text(text.replace("name: support-pilot", f"name: lab-{uuid.uuid4().hex[:8]}"))
-        return {"STUDY_FILE": str(path)}
-
-    return build
+    return lambda: fresh_example_study(tmp_path)
 
 
 @pytest.fixture()

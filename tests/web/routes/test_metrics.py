@@ -16,7 +16,7 @@ from studychat.factory import create_app
 from studychat.web.services import close_services
 from tests.support.chat_helpers import start_chats
 from tests.support.polling import poll_answer, wait_for
-from tests.support.stack import ROOT, process_env
+from tests.support.stack import fresh_example_study, process_env
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -162,10 +162,7 @@ def test_under_gunicorn_request_counts_outlive_the_process_that_served_them(
 
 def test_metrics_and_admin_figures_per_condition(own_stack_env, start_worker, tmp_path, upstream):
     """Assigned, active, saved and tokens per condition, the same in /metrics and /admin."""
-    study = tmp_path / "study.yaml"
-    text = (ROOT / "study.example.yaml").read_text()
-    study.write_text(text.replace("name: support-pilot", f"name: m-{uuid.uuid4().hex[:8]}"))
-    app = create_app(own_stack_env | {"ADMIN_TOKEN": TOKEN, "STUDY_FILE": str(study)})
+    app = create_app(own_stack_env | fresh_example_study(tmp_path) | {"ADMIN_TOKEN": TOKEN})
     start_worker(own_stack_env)
     try:
         client = app.test_client()

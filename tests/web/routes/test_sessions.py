@@ -10,7 +10,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import yaml
-from pymongo import MongoClient
 
 from studychat.factory import create_app
 from studychat.store.database import DATA_COLLECTION, SESSIONS_COLLECTION
@@ -49,13 +48,6 @@ def make_study_app(stack_env, tmp_path):
     yield build
     for app in made:
         close_services(app)
-
-
-@pytest.fixture()
-def db(stack_env):
-    client = MongoClient(stack_env["DATABASE_URL"])
-    yield client[stack_env["DATABASE_NAME"]]
-    client.close()
 
 
 def start(client, participant_id: str, **ids):
