@@ -1,12 +1,15 @@
 """Figures of a benchmark run, computed from its turn records: pure functions only.
 
-Throughput is the rate the service sustains for N participants: for each participant,
-answers received divided by its active time (first chat sent to last answer, or to the
-cut-off when an answer was still missing), summed over participants. With all N active
-at once (starts are spread over only ~1 s) this is what the ideal N / (latency + poll/2)
-describes, and unlike a count of answers in a wall-clock window it is not skewed by
-participants answering in step. The plain rate over the whole span (first chat to last
-answer, so including the ramp-up) is reported too.
+Throughput is the plain count of answers over one window common to every participant,
+divided by its length: from the moment the last participant sent its first chat (all
+are active) to the moment the first one received its last answer (none has stopped).
+Every answer counted is one the service gave while all N were waiting on it, which is
+what the ideal N / (latency + poll/2) describes. Summing each participant's own rate
+instead (an earlier version did) adds rates over windows that do not coincide, and
+overstates a saturated service: at N = 500 it reported more answers per second than two
+cores can serve at the measured CPU per answer. `fits_machine` checks every run for
+that: answers/s times CPU seconds per answer cannot exceed the cores. The plain rate over
+the whole span (first chat to last answer, ramps included) is reported too.
 """
 
 from __future__ import annotations
@@ -46,14 +49,12 @@ def active_spans(turns: Iterable[TurnRecord], ended: float) -> dict[int, tuple[f
     return spans
 
 
-def participant_rates(result: LoadResult) -> dict[int, float]:
-    """Per participant: answers received per second of its active time."""
+def common_window(result: LoadResult) -> tuple[float, float]:
+    """From when every participant is active to when the first one stops."""
     spans = active_spans(result.turns, result.ended)
-    answers = Counter(t.participant for t in result.turns if t.answered is not None)
-    return {
-        index: answers[index] / (last - first) if last > first else 0.0
-        for index, (first, last) in spans.items()
-    }
+    if not spans:
+        return result.began, result.ended
+    return max(first for first, _ in spans.values()), min(last for _, last in spans.values())
 
 
 def wait_times(result: LoadResult) -> tuple[list[float], bool]:
@@ -75,15 +76,25 @@ def wait_times(result: LoadResult) -> tuple[list[float], bool]:
 
 
 def throughput(result: LoadResult) -> dict[str, Any]:
-    """Sustained answers per second (sum of participants' rates), and over the whole span."""
+    """Answers per second over the common window, and over the whole span."""
     answered = [t.answered for t in result.turns if t.answered is not None]
     first = min((t.started for t in result.turns), default=result.began)
     last = result.ended if result.deadline_hit else max(answered, default=result.ended)
+    start, end = common_window(result)
+    in_window = sum(1 for moment in answered if start < moment <= end)
     return {
-        "answers_per_s": sum(participant_rates(result).values()),
+        "answers_per_s": in_window / (end - start) if end > start else 0.0,
+        "window_s": max(end - start, 0.0),
+        "window_answers": in_window,
         "span_s": last - first,
         "span_answers_per_s": len(answered) / max(last - first, 1e-9),
     }
+
+
+def fits_machine(answers_per_s: float, cpu_ms_per_answer: float, cores: int) -> dict[str, Any]:
+    """The cores a rate needs at a CPU cost, and whether the machine has them."""
+    needed = answers_per_s * cpu_ms_per_answer / 1000
+    return {"cores_needed": needed, "fits_machine": needed <= cores}
 
 
 def latency_figures(result: LoadResult) -> dict[str, Any]:

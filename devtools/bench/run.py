@@ -31,7 +31,14 @@ from typing import Any
 from devtools.bench.chart import draw_chart
 from devtools.bench.load_client import LoadPlan, LoadResult, simulate
 from devtools.bench.profile import Profiler
-from devtools.bench.report import cpu_table, markdown_table, speedups, summarise, target_checks
+from devtools.bench.report import (
+    cpu_table,
+    fits_machine,
+    markdown_table,
+    speedups,
+    summarise,
+    target_checks,
+)
 from devtools.bench.stack import (
     BenchStack,
     Usage,
@@ -173,6 +180,7 @@ def one_run(
     write_turns(result, args.logs / f"{plan.run_id}-turns.jsonl")
     row = {"worker": kind, **summarise(result, args.latency), "jitter_s": args.jitter}
     row.update(process_figures(sampler.usage, row["answers"]))
+    row.update(fits_machine(row["answers_per_s"], server_cpu_ms(row), os.cpu_count() or 1))
     row["load_average_before"] = load_before
     row["machine_busy_before"] = busy_before
     # Model calls at once: the worker's concurrency at work (WORKER_CONCURRENCY caps it).
@@ -191,6 +199,12 @@ def process_figures(usage: Usage, answers: int) -> dict[str, Any]:
         "machine_cpu_busy": usage.machine_busy_s / (usage.elapsed_s * (os.cpu_count() or 1)),
         "others_cpu_s": max(0.0, usage.machine_busy_s - sum(usage.cpu_s.values())),
     }
+
+
+def server_cpu_ms(row: Mapping[str, Any]) -> float:
+    """CPU milliseconds per answer of the service's processes (the load generator apart)."""
+    shares = row["cpu_ms_per_answer"]
+    return sum(ms for name, ms in shares.items() if name not in ("all", "bench"))
 
 
 def profiler(
@@ -234,7 +248,9 @@ def print_run(row: Mapping[str, Any]) -> None:
     print(
         f"{row['worker']:>10} N={row['participants']:<4} {row['answers_per_s']:.1f} answers/s "
         f"= {row['ratio_to_ideal']:.0%} of ideal, p99 {row['p99_s'] or 0:.2f} s, "
-        f"{row['errors']} errors{cut}; machine {row['machine_cpu_busy']:.0%} busy "
+        f"{row['errors']} errors{cut}; needs {row['cores_needed']:.2f} cores"
+        f"{'' if row['fits_machine'] else ' (MORE THAN THE MACHINE HAS: check the figures)'}; "
+        f"machine {row['machine_cpu_busy']:.0%} busy "
         f"({row['others_cpu_s']:.0f} CPU s not ours); CPU ms per answer: {cpu}",
         flush=True,
     )

@@ -19,7 +19,8 @@ ROW_FIELDS = {
     "ideal_per_s", "ratio_to_ideal", "p50_s", "p90_s", "p99_s", "max_s", "latency_lower_bound",
     "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
-    "machine_busy_before", "upstream_max_in_flight",
+    "machine_busy_before", "upstream_max_in_flight", "window_s", "window_answers",
+    "cores_needed", "fits_machine",
 }  # fmt: skip
 
 
@@ -56,6 +57,7 @@ def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
         assert set(row) == ROW_FIELDS
         assert row["answers"] == 10 and row["errors"] == 0 and not row["cut_off"]
         assert row["answers_per_s"] > 0 and row["requests_per_answer"] >= 2
+        assert row["fits_machine"], row["cores_needed"]  # a figure two cores can give
         assert row["p50_s"] >= 0.05 and row["p99_s"] <= row["max_s"]
         assert row["web_peak_rss_mb"] > 20 and row["worker_peak_rss_mb"] > 20
         assert {"web", "worker", "upstream", "redis", "mongo", "bench"} <= set(row["cpu_s"])
