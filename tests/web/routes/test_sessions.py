@@ -315,3 +315,20 @@ def test_a_session_save_stores_every_field_verbatim(make_study_app, participant_
     assert record["tasks"] == body["tasks"]
     assert record["survey.v2"] == {"a.b": {"$gt": 1}}
     assert "sessionToken" not in record  # the credential is not data
+
+
+def test_an_expired_token_is_401_and_coming_back_renews_it(make_study_app, participant_id):
+    client = make_study_app(settings={"SESSION_TTL_S": "2"}).test_client()
+    token = start(client, participant_id).get_json()["sessionToken"]
+    assert say(client, token, "hello").status_code == 202
+
+    def expired():  # 409 while the answer is pending, then 401 once the token expires
+        answer = say(client, token, "still there?")
+        return answer if answer.status_code == 401 else None
+
+    refused = wait_for(expired, timeout=10)
+    assert refused.status_code == 401
+    assert "expired" in refused.get_json()["error"]
+    resumed = start(client, participant_id).get_json()
+    assert resumed["sessionToken"] == token  # the same credential, valid again
+    assert say(client, token, "back again").status_code in (202, 409)
