@@ -198,7 +198,11 @@ def session_details(turn: SessionTurn, settled: dict[str, Any] | None) -> dict[s
 
 
 def turn_fields(turn: SessionTurn | None, settled: dict | None) -> dict[str, str]:
-    """What a session's outcome adds: the turn to append, and when it may be released."""
+    """What a session's outcome adds: the turn to append, its release time, its participant."""
     if turn is None:
         return {}
-    return {"turn": json.dumps(settled), "release": repr(turn.release_at)}
+    return {
+        "turn": json.dumps(settled),
+        "release": repr(turn.release_at),
+        "participant": turn.participant_id,
+    }

@@ -20,11 +20,17 @@ from studychat.store.chat_log import STREAM, delivery_entry
 
 OUTCOME_PREFIX = "chat:outcome:"
 DELIVERED = "deliveredAt"
-# The first delivery of an outcome stamps it and sends the time to the transcript stream.
+# The first delivery of an outcome stamps it and sends the time to the transcript stream,
+# with the participant of a session's turn (whose conversation records it too).
 _MARK_DELIVERED_LUA = """
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 if redis.call('HSETNX', KEYS[1], 'deliveredAt', ARGV[1]) == 1 then
-  redis.call('XADD', KEYS[2], '*', 'doc', ARGV[2])
+  local participant = redis.call('HGET', KEYS[1], 'participant')
+  if participant then
+    redis.call('XADD', KEYS[2], '*', 'doc', ARGV[2], 'participant', participant)
+  else
+    redis.call('XADD', KEYS[2], '*', 'doc', ARGV[2])
+  end
 end
 return 1
 """

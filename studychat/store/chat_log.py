@@ -127,15 +127,16 @@ class ChatLogShipper(threading.Thread):
                 _report(error)
                 self.stopping.wait(backoff.next_delay())
 
-    def _update_session(self, doc: dict[str, Any]) -> None:
-        """Carry a session turn's answer, or its delivery time, into its conversation."""
+    def _update_session(self, doc: dict[str, Any], participant: str | None) -> None:
+        """Carry a session turn's answer, or its delivery time, into its conversation.
+
+        `participant` names the session of a delivery note (legacy turns have none).
+        """
         if doc.get("turn") is not None:
             # A study session's turn joins its conversation (once: see settle_turn).
             settle_turn(self.db, doc["participantId"], doc["_id"], doc["turn"])
-        elif doc.get("patch"):
-            logged = self.collection.find_one({"_id": doc["_id"]}, {"participantId": 1, "turn": 1})
-            if logged and logged.get("turn") is not None:
-                note_delivery(self.db, logged["participantId"], doc["_id"], doc["deliveredAt"])
+        elif doc.get("patch") and participant is not None:
+            note_delivery(self.db, participant, doc["_id"], doc["deliveredAt"])
 
     def _ensure_group(self) -> bool:
         try:
@@ -173,6 +174,11 @@ class ChatLogShipper(threading.Thread):
 
     def _write(self, entries: list[tuple[bytes, dict]]) -> None:
         documents = [to_document(fields[b"doc"]) for _, fields in entries]
+        sessions_of = {
+            doc["_id"]: fields[b"participant"].decode()
+            for doc, (_, fields) in zip(documents, entries, strict=True)
+            if b"participant" in fields
+        }
         # $set, not a replacement: a job's entry and the later note of its delivery merge
         # in whatever order they arrive, and a retried write changes nothing.
         writes = [
@@ -181,7 +187,7 @@ class ChatLogShipper(threading.Thread):
         ]
         self.collection.bulk_write(writes, ordered=False)
         for doc in documents:
-            self._update_session(doc)
+            self._update_session(doc, sessions_of.get(doc["_id"]))
         ids = [entry_id for entry_id, _ in entries]
         with self.connection.pipeline() as pipeline:
             pipeline.xack(STREAM, GROUP, *ids)
