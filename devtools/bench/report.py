@@ -14,6 +14,7 @@ the whole span (first chat to last answer, ramps included) is reported too.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -89,6 +90,28 @@ def throughput(result: LoadResult) -> dict[str, Any]:
         "span_s": last - first,
         "span_answers_per_s": len(answered) / max(last - first, 1e-9),
     }
+
+
+def cpu_between(
+    timeline: Sequence[tuple[float, Mapping[str, float]]], start: float, end: float
+) -> dict[str, float]:
+    """CPU seconds of each process from `start` to `end`, interpolated between samples."""
+    if len(timeline) < 2 or end <= start:
+        return {}
+    first, last = cpu_at(timeline, start), cpu_at(timeline, end)
+    return {name: last[name] - first[name] for name in first}
+
+
+def cpu_at(
+    timeline: Sequence[tuple[float, Mapping[str, float]]], moment: float
+) -> dict[str, float]:
+    """Each process's CPU seconds so far at `moment` (clamped to the samples' span)."""
+    moment = min(max(moment, timeline[0][0]), timeline[-1][0])
+    for (t0, cpu0), (t1, cpu1) in itertools.pairwise(timeline):
+        if t0 <= moment <= t1:
+            share = (moment - t0) / (t1 - t0) if t1 > t0 else 0.0
+            return {name: cpu0[name] + share * (cpu1[name] - cpu0[name]) for name in cpu0}
+    return dict(timeline[-1][1])
 
 
 def fits_machine(answers_per_s: float, cpu_ms_per_answer: float, cores: int) -> dict[str, Any]:

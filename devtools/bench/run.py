@@ -32,6 +32,8 @@ from devtools.bench.chart import draw_chart
 from devtools.bench.load_client import LoadPlan, LoadResult, simulate
 from devtools.bench.profile import Profiler
 from devtools.bench.report import (
+    common_window,
+    cpu_between,
     cpu_table,
     fits_machine,
     markdown_table,
@@ -180,7 +182,7 @@ def one_run(
     write_turns(result, args.logs / f"{plan.run_id}-turns.jsonl")
     row = {"worker": kind, **summarise(result, args.latency), "jitter_s": args.jitter}
     row.update(process_figures(sampler.usage, row["answers"]))
-    row.update(fits_machine(row["answers_per_s"], server_cpu_ms(row), os.cpu_count() or 1))
+    row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
     row["load_average_before"] = load_before
     row["machine_busy_before"] = busy_before
     # Model calls at once: the worker's concurrency at work (WORKER_CONCURRENCY caps it).
@@ -195,16 +197,30 @@ def process_figures(usage: Usage, answers: int) -> dict[str, Any]:
         "web_peak_rss_mb": usage.peak_rss_mb["web"],
         "worker_peak_rss_mb": usage.peak_rss_mb["worker"],
         "cpu_s": usage.cpu_s,
-        "cpu_ms_per_answer": per_answer_ms(usage.cpu_s, answers),
         "machine_cpu_busy": usage.machine_busy_s / (usage.elapsed_s * (os.cpu_count() or 1)),
         "others_cpu_s": max(0.0, usage.machine_busy_s - sum(usage.cpu_s.values())),
     }
 
 
-def server_cpu_ms(row: Mapping[str, Any]) -> float:
-    """CPU milliseconds per answer of the service's processes (the load generator apart)."""
-    shares = row["cpu_ms_per_answer"]
-    return sum(ms for name, ms in shares.items() if name not in ("all", "bench"))
+def window_cpu_figures(usage: Usage, result: LoadResult, answers: int) -> dict[str, Any]:
+    """CPU per answer over the same window as the rate, and the cores the two demand.
+
+    Every process of the run shares the machine's cores (the generator and the fake
+    upstream too), so all of them count against the cores.
+    """
+    start, end = common_window(result)
+    per_answer = per_answer_ms(cpu_between(usage.cpu_timeline, start, end), answers)
+    rate = answers / (end - start) if end > start else 0.0
+    return {
+        "run_cpu_ms_per_answer": per_answer_ms(usage.cpu_s, result_answers(result)),
+        "cpu_ms_per_answer": per_answer,
+        **fits_machine(rate, per_answer.get("all", 0.0), os.cpu_count() or 1),
+    }
+
+
+def result_answers(result: LoadResult) -> int:
+    """Answers of the whole run."""
+    return sum(1 for turn in result.turns if turn.answered is not None)
 
 
 def profiler(

@@ -116,6 +116,12 @@ def tree_cpu(pid: int | None) -> float:
     return total
 
 
+def own_process_cpu() -> float:
+    """CPU seconds of this process alone (the load generator), its servers not included."""
+    times = psutil.Process().cpu_times()
+    return times.user + times.system
+
+
 def machine_busy_s() -> float:
     """CPU seconds all cores of the machine have spent not idle since boot."""
     times = psutil.cpu_times()
@@ -201,10 +207,13 @@ class Usage:
     # seconds the block lasted: what is not ours in it was someone else's load.
     machine_busy_s: float = 0.0
     elapsed_s: float = 0.0
+    # (monotonic time, CPU seconds so far of each process tree and of the generator),
+    # every SAMPLE_EVERY_S: the CPU of any window of the run (report.cpu_between).
+    cpu_timeline: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
 
 class UsageSampler:
-    """Samples the memory of named process trees on a thread; CPU is taken at both ends."""
+    """Samples memory and CPU of named process trees on a thread, and CPU at both ends."""
 
     def __init__(self, pids: Mapping[str, int | None]) -> None:
         self.pids = dict(pids)
@@ -241,6 +250,9 @@ class UsageSampler:
         peaks = self.usage.peak_rss_mb
         for name, pid in self.pids.items():
             peaks[name] = max(peaks[name], tree_rss(pid) / MB)
+        cpu = {name: tree_cpu(pid) for name, pid in self.pids.items()}
+        cpu["bench"] = own_process_cpu()
+        self.usage.cpu_timeline.append((time.monotonic(), cpu))
 
 
 class BenchStack:

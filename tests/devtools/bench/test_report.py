@@ -6,6 +6,7 @@ import pytest
 
 from devtools.bench.load_client import LoadPlan, LoadResult, TurnRecord
 from devtools.bench.report import (
+    cpu_between,
     cpu_table,
     fits_machine,
     ideal_rate,
@@ -141,3 +142,10 @@ def test_cpu_table_shows_ms_per_answer_and_the_machine():
     table = cpu_table([row]).splitlines()
     assert table[0].startswith("| worker | N | web ms | worker ms |")
     assert table[2] == "| concurrent | 200 | 8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 180 |"
+
+
+def test_cpu_between_two_moments_is_interpolated_from_the_samples():
+    timeline = [(0.0, {"web": 0.0}), (1.0, {"web": 0.4}), (2.0, {"web": 1.4})]
+    assert cpu_between(timeline, 0.5, 1.5) == {"web": pytest.approx(0.9 - 0.2)}
+    assert cpu_between(timeline, -5.0, 9.0) == {"web": pytest.approx(1.4)}  # clamped
+    assert cpu_between(timeline[:1], 0.0, 1.0) == {}
