@@ -32,6 +32,14 @@ from studychat.study.definition import Condition, Study
 
 PENDING = "The answer to your previous message is still on its way; wait for it, then send."
 AT_END = "This conversation has reached its end; no more messages can be sent."
+TOO_LARGE = (
+    "This conversation holds too many images to store with one more; send the message"
+    " without an image."
+)
+# MongoDB stores at most 16 MiB in one document; a session keeps its whole conversation.
+MAX_SESSION_BYTES = 15 * 1024 * 1024
+# Room kept for the answer and the turn's timing: an answer of many thousand tokens.
+ANSWER_ROOM_BYTES = 256 * 1024
 CONDITION_GONE = "This session's condition is no longer in the study file; it cannot go on."
 LOST = "The answer to this message was lost; please send it again."
 FAILED = "The model call for this message failed; please send it again."
@@ -79,13 +87,7 @@ def start(
     `received_at` (UTC ISO 8601) is when the web received the message.
     """
     session = settle_pending(turn, session)
-    if awaited_job(session):
-        raise Refused(409, PENDING)
-    if sessions.turns_taken(session) >= turn.study.max_turns:
-        raise Refused(429, AT_END)
-    condition = turn.study.conditions.get(session["condition"])
-    if condition is None:  # the study file changed under a running session
-        raise Refused(409, CONDITION_GONE)
+    condition = admissible_condition(turn.study, session, message)
     messages = model_messages(condition, session["messages"], message)
     job_id = new_job_id()
     received = datetime.fromisoformat(received_at)
@@ -97,6 +99,27 @@ def start(
         sessions.abandon_turn(turn.db, session["_id"], job_id)
         raise
     return job_id
+
+
+def admissible_condition(
+    study: Study, session: dict[str, Any], message: dict[str, Any]
+) -> Condition:
+    """The session's condition, if a turn may start now; else Refused saying why."""
+    if awaited_job(session):
+        raise Refused(409, PENDING)
+    if sessions.turns_taken(session) >= study.max_turns:
+        raise Refused(429, AT_END)
+    condition = study.conditions.get(session["condition"])
+    if condition is None:  # the study file changed under a running session
+        raise Refused(409, CONDITION_GONE)
+    if stored_bytes([*session["messages"], message]) + ANSWER_ROOM_BYTES > MAX_SESSION_BYTES:
+        raise Refused(413, TOO_LARGE)
+    return condition
+
+
+def stored_bytes(messages: list[dict[str, Any]]) -> int:
+    """About how many bytes the conversation takes in its session document (text, images)."""
+    return sum(len(m.get("content") or "") * 4 + len(m.get("image") or "") + 512 for m in messages)
 
 
 def _admit_and_enqueue(
