@@ -37,6 +37,11 @@ BATCH = 200
 CLAIM_IDLE_MS = 30_000
 # How often a shipper looks for such entries.
 CLAIM_EVERY_S = 5.0
+# After a batch that was not full, wait this long before reading the next: the entries of
+# many answers (and the delivery notes that follow them) then go in one write, which costs
+# the worker and MongoDB far less per entry than a write per answer. They are safe in the
+# stream meanwhile; a transcript reaches MongoDB at most this much later.
+SHIP_PAUSE_S = 0.25
 
 
 def entry_for(job: Job, status: str, answer: dict | None, **details: Any) -> dict[str, Any]:
@@ -86,6 +91,21 @@ def _fields_of(doc: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in doc.items() if key not in ("_id", "patch")}
 
 
+def upserts_of(documents: list[dict[str, Any]]) -> list[UpdateOne]:
+    """One $set upsert per job: its entries of a batch merged, later fields over earlier.
+
+    $set, not a replacement: a job's entry and the later note of its delivery merge in
+    whatever order they arrive, and a retried write changes nothing.
+    """
+    merged: dict[str, dict[str, Any]] = {}
+    for doc in documents:
+        merged.setdefault(doc["_id"], {}).update(_fields_of(doc))
+    return [
+        UpdateOne({"_id": job_id}, {"$set": fields}, upsert=True)
+        for job_id, fields in merged.items()
+    ]
+
+
 class ChatLogShipper(threading.Thread):
     """Moves log entries from the Redis stream into MongoDB, at least once, idempotently."""
 
@@ -118,10 +138,13 @@ class ChatLogShipper(threading.Thread):
             try:
                 # Created once, and again after an error (a Redis that lost its data).
                 group_ready = group_ready or self._ensure_group()
-                if self.ship_once(block_ms=1000):
+                shipped = self.ship_once(block_ms=1000)
+                if shipped:
                     outage_watch.MONGODB.succeeded()
                 outage_watch.REDIS.succeeded()
                 backoff.reset()
+                if 0 < shipped < BATCH:
+                    self.stopping.wait(SHIP_PAUSE_S)
             except Exception as error:
                 group_ready = False
                 _report(error)
@@ -179,13 +202,7 @@ class ChatLogShipper(threading.Thread):
             for doc, (_, fields) in zip(documents, entries, strict=True)
             if b"participant" in fields
         }
-        # $set, not a replacement: a job's entry and the later note of its delivery merge
-        # in whatever order they arrive, and a retried write changes nothing.
-        writes = [
-            UpdateOne({"_id": doc["_id"]}, {"$set": _fields_of(doc)}, upsert=True)
-            for doc in documents
-        ]
-        self.collection.bulk_write(writes, ordered=False)
+        self.collection.bulk_write(upserts_of(documents), ordered=False)
         for doc in documents:
             self._update_session(doc, sessions_of.get(doc["_id"]))
         ids = [entry_id for entry_id, _ in entries]

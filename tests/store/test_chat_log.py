@@ -6,7 +6,7 @@ import json
 import uuid
 
 import pytest
-from pymongo import MongoClient
+from pymongo import MongoClient, UpdateOne
 from redis import Redis
 
 from devtools.servers import MongoServer
@@ -121,3 +121,44 @@ def test_dates_become_datetimes():
     )
     assert document["queuedAt"].year == 2026
     assert document["queuedAt"].utcoffset().total_seconds() == 0
+
+
+def test_an_answer_and_its_delivery_note_in_one_batch_are_one_complete_entry(shipper_parts):
+    connection, db = shipper_parts
+    (job_id,) = queue_entries(connection, 1)
+    delivered_at = utc_iso()
+    with connection.pipeline() as pipeline:
+        chat_log.add_entry(pipeline, chat_log.delivery_entry(job_id, delivered_at))
+        pipeline.execute()
+    shipper = chat_log.ChatLogShipper(connection, db, consumer="a")
+    shipper._ensure_group()
+    assert shipper.ship_once() == 2
+    entry = db["chat_log"].find_one({"_id": job_id})
+    assert entry["status"] == "finished"
+    assert (
+        entry["deliveredAt"]
+        == chat_log.to_document(json.dumps({"_id": job_id, "deliveredAt": delivered_at}))[
+            "deliveredAt"
+        ]
+    )
+    assert "patch" not in entry
+
+
+@pytest.mark.unit
+def test_later_fields_of_a_job_win_in_a_merged_write():
+    writes = chat_log.upserts_of(
+        [
+            {"_id": "a", "status": "failed", "attempts": 1},
+            {"_id": "b", "status": "finished"},
+            {"_id": "a", "status": "finished", "attempts": 2},
+            {"_id": "a", "deliveredAt": "t", "patch": True},
+        ]
+    )
+    assert writes == [
+        UpdateOne(
+            {"_id": "a"},
+            {"$set": {"status": "finished", "attempts": 2, "deliveredAt": "t"}},
+            upsert=True,
+        ),
+        UpdateOne({"_id": "b"}, {"$set": {"status": "finished"}}, upsert=True),
+    ]
