@@ -18,6 +18,7 @@ from studychat.web.admin import routes as admin_routes
 from studychat.web.admin.auth import install_admin_guard
 from studychat.web.admin.dashboard import mount_rq_dashboard
 from studychat.web.errors import register_error_handlers
+from studychat.web.lean_polls import install_lean_polls
 from studychat.web.rate_limits import RATE_LIMIT_HEADERS, init_rate_limits, trust_proxies
 from studychat.web.request_ids import install_request_ids
 from studychat.web.request_metrics import install_request_metrics
@@ -36,6 +37,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     install_request_metrics(app)
     made = init_services(app, settings)
     trust_proxies(app, settings.PROXY_FIX_X_FOR)
+    install_lean_polls(app, made.redis)
     # A frontend on another origin may read when to retry after a 429.
     CORS(app, origins=settings.FRONTEND_URL, expose_headers=RATE_LIMIT_HEADERS)
     register_error_handlers(app)

@@ -1,0 +1,154 @@
+"""A lean path for the web's commonest request: a poll whose answer is not ready yet.
+
+At 0.5 s polling and 2 s answers, about two in three requests are POST /check_response
+polls answered `{"processing": true}`. Through Flask's whole pipeline (request context,
+hooks, CORS, limiter filter, error handlers) each costs several times the one Redis
+round trip it needs. This WSGI middleware answers exactly those polls itself and hands
+every other request to the app, untouched:
+
+- it answers only a poll with a JSON body of a valid jobId, no `wait` (or 0), whose job
+  exists, has not failed and has no outcome yet: the case the app answers "processing";
+- anything else (another route, a long poll, a body the app would refuse, an answer
+  that is ready, a failed or unknown job, a Redis error) goes to the app, which answers
+  it as it always has;
+- its answer is the app's own: the status, headers and body the app gave the first
+  processing poll from the same Origin (CORS and security headers depend on nothing
+  else) are learned and replayed, with a request id of its own as the app would give;
+- it counts the poll in the request metrics as the app would.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from flask import Flask
+from pydantic import ValidationError
+from redis import Redis
+
+from studychat.chat.outcomes import FAILED_STATUSES, read_state
+from studychat.web.request_ids import HEADER as REQUEST_ID_HEADER
+from studychat.web.request_ids import request_id_from
+from studychat.web.request_metrics import LATENCY, REQUESTS
+from studychat.web.schemas import CheckResponseRequest
+
+PATH = "/check_response"
+# Far above any real poll body ({"jobId": "<32 hex>"}); a larger one goes to the app.
+MAX_BODY_BYTES = 1024
+# Answers are learned per Origin; a flood of invented origins stops learning here.
+MAX_ORIGINS = 64
+PROCESSING = {"processing": True}
+REQUEST_ID_KEY = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
+
+StartResponse = Callable[..., Any]
+WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
+Headers = list[tuple[str, str]]
+
+
+def install_lean_polls(app: Flask, connection: Redis) -> None:
+    """Put the lean path in front of `app` (outermost: a poll it answers costs nothing more)."""
+    app.wsgi_app = LeanPolls(app.wsgi_app, connection)  # type: ignore[method-assign]
+
+
+class LeanPolls:
+    """WSGI middleware: answers processing polls from Redis, everything else via `app`."""
+
+    def __init__(self, app: WsgiApp, connection: Redis) -> None:
+        self.app = app
+        self.connection = connection
+        # Origin header (or None) -> (status line, headers without the request id, body).
+        self.learned: dict[str | None, tuple[str, Headers, bytes]] = {}
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
+        """Answer a processing poll here; pass anything else to the app."""
+        started = time.perf_counter()
+        body = self._poll_body(environ)
+        if body is None:
+            return self.app(environ, start_response)
+        origin = environ.get("HTTP_ORIGIN")
+        if origin in self.learned and self._processing(body):
+            return self._replay(environ, start_response, origin, started)
+        return self._through_app(environ, start_response, origin)
+
+    def _poll_body(self, environ: dict[str, Any]) -> bytes | None:
+        """The body of a JSON POST /check_response, put back for the app; else None."""
+        if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != PATH:
+            return None
+        if environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json":
+            return None
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or -1)
+        except ValueError:
+            return None
+        if not 0 < length <= MAX_BODY_BYTES:
+            return None
+        body = environ["wsgi.input"].read(length)
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body
+
+    def _processing(self, body: bytes) -> bool:
+        """Whether the app would answer this poll "processing", judged in one round trip."""
+        try:
+            poll = CheckResponseRequest.model_validate(json.loads(body))
+        except (ValueError, ValidationError):  # JSONDecodeError and UnicodeError are ValueErrors
+            return False
+        if poll.wait:
+            return False
+        try:
+            state = read_state(self.connection, poll.jobId)
+        except Exception:  # the app answers a Redis error as it always has
+            return False
+        return (
+            state.body is None
+            and state.rq_status is not None
+            and state.rq_status not in FAILED_STATUSES
+        )
+
+    def _replay(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        origin: str | None,
+        started: float,
+    ) -> Iterable[bytes]:
+        status, headers, body = self.learned[origin]
+        request_id = request_id_from(environ.get(REQUEST_ID_KEY))
+        start_response(status, [*headers, (REQUEST_ID_HEADER, request_id)])
+        REQUESTS.labels("POST", PATH, status.partition(" ")[0]).inc()
+        LATENCY.labels("POST", PATH).observe(time.perf_counter() - started)
+        return [body]
+
+    def _through_app(
+        self, environ: dict[str, Any], start_response: StartResponse, origin: str | None
+    ) -> Iterable[bytes]:
+        """The app's answer, learned when it is the first processing answer for `origin`."""
+        if origin in self.learned or len(self.learned) >= MAX_ORIGINS:
+            return self.app(environ, start_response)
+        seen: list[Any] = []
+
+        def recording_start_response(status: str, headers: Headers, *args: Any) -> Any:
+            seen[:] = [status, headers]
+            return start_response(status, headers, *args)
+
+        chunks = self.app(environ, recording_start_response)
+        try:
+            body = b"".join(chunks)
+        finally:
+            if hasattr(chunks, "close"):
+                chunks.close()
+        self._learn(origin, seen, body)
+        return [body]
+
+    def _learn(self, origin: str | None, seen: list[Any], body: bytes) -> None:
+        if not seen or not seen[0].startswith("200 "):
+            return
+        try:
+            if json.loads(body) != PROCESSING:
+                return
+        except ValueError:
+            return
+        headers = [(name, value) for name, value in seen[1] if name != REQUEST_ID_HEADER]
+        self.learned[origin] = (seen[0], headers, body)
