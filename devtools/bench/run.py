@@ -1,14 +1,16 @@
 """`make bench`: many simulated participants against the whole stack on real servers.
 
     python -m devtools.bench --participants 50,100,200,500 --turns 5 --latency 2 \\
-        --workers concurrent,stock --out bench-results
+        --workers concurrent,stock --scenarios spread,together,burst,long-poll
 
-For each worker kind and each N it starts a fresh gunicorn web and worker against real
-Redis, SecantusDB and a fake OpenAI upstream that answers after `--latency` seconds
-(+/- `--jitter`), lets N participants chat and poll (devtools.bench.load_client), and prints
-answers per second against the ideal N / (latency + poll/2), chat-to-answer percentiles,
-HTTP requests per answer, errors, and the peak memory and CPU of every process. It
-writes results.json, results.md and chart.png to `--out`. Stock runs (RQ's forking
+For each worker kind, each load shape (devtools.bench.scenarios: participants spread
+over a turn, starting together, a burst of first messages, long polls) and each N it
+starts a fresh gunicorn web and worker against real Redis, SecantusDB and a fake OpenAI
+upstream that answers after `--latency` seconds (+/- `--jitter`), lets N participants
+chat and poll (devtools.bench.load_client), and prints answers per second against the
+ideal N / (latency + poll/2), chat-to-answer percentiles and the slowest answer, HTTP
+requests per answer, errors, the peak memory and CPU of every process, and which goals
+each run met. It writes results.json, results.md and chart.png to `--out`. Stock runs (RQ's forking
 worker, one job at a time) are slow by design: they stop at `--stock-time-limit` and
 report what they achieved until then. Traffic goes to 127.0.0.1 only.
 """
@@ -39,8 +41,8 @@ from devtools.bench.report import (
     markdown_table,
     speedups,
     summarise,
-    target_checks,
 )
+from devtools.bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario, goals
 from devtools.bench.stack import (
     BenchStack,
     Usage,
@@ -77,7 +79,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="participant counts for the stock worker (it is slow)",
     )
     add("--workers", default="concurrent,stock", help="worker kinds: concurrent, stock")
-    add("--turns", type=int, default=5, help="chat turns per participant")
+    add(
+        "--scenarios",
+        default=DEFAULT_SCENARIOS,
+        help=f"load shapes, of {DEFAULT_SCENARIOS} (stock runs the spread one only)",
+    )
+    add("--turns", type=int, default=5, help="chat turns per participant (spread load)")
     add("--latency", type=float, default=2.0, help="upstream seconds per answer")
     add("--jitter", type=float, default=0.25, help="upstream latency varies by +/- this")
     add("--poll", type=float, default=0.5, help="seconds between /check_response polls")
@@ -116,17 +123,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def plan_runs(args: argparse.Namespace) -> list[tuple[str, int]]:
-    """(worker kind, N) of every run, in order."""
-    kinds = [kind.strip() for kind in args.workers.split(",") if kind.strip()]
-    unknown = set(kinds) - {"concurrent", "stock"}
-    if unknown:
-        raise SystemExit(f"unknown worker kind(s): {', '.join(sorted(unknown))}")
+def plan_runs(args: argparse.Namespace) -> list[tuple[str, Scenario, int]]:
+    """(worker kind, load shape, N) of every run, in order."""
+    kinds = _names(args.workers, {"concurrent", "stock"}, "worker kind")
+    shapes = [SCENARIOS[name] for name in _names(args.scenarios, set(SCENARIOS), "scenario")]
     runs = []
     for kind in kinds:
-        counts = args.stock_participants if kind == "stock" else args.participants
-        runs.extend((kind, n) for n in counts)
+        for shape in shapes:
+            if kind == "stock" and shape.name != "spread":
+                continue  # one job at a time: the other loads would only hit the time limit
+            counts = args.stock_participants if kind == "stock" else args.participants
+            runs.extend((kind, shape, n) for n in shape.participants or counts)
     return runs
+
+
+def _names(text: str, known: set[str], what: str) -> list[str]:
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    unknown = set(names) - known
+    if unknown:
+        raise SystemExit(f"unknown {what}(s): {', '.join(sorted(unknown))}")
+    return names
 
 
 def env_overrides(args: argparse.Namespace) -> dict[str, str]:
@@ -137,8 +153,8 @@ def env_overrides(args: argparse.Namespace) -> dict[str, str]:
     return overrides
 
 
-def start_window(args: argparse.Namespace) -> float:
-    """Seconds over which participants start: --stagger, else one turn (latency + poll).
+def start_window(args: argparse.Namespace, shape: Scenario = SCENARIOS["spread"]) -> float:
+    """Seconds over which participants start: the shape's, --stagger, else one turn.
 
     With no reading time each next turn starts the moment its answer arrives, so the
     phases participants start with last the whole run. Starts spread over less than
@@ -146,29 +162,33 @@ def start_window(args: argparse.Namespace) -> float:
     and typing) never form: at N=200, a 1 s window gave 79 % of the ideal rate where one
     turn's window gave 96 %.
     """
-    return args.stagger if args.stagger is not None else args.latency + args.poll
+    if shape.stagger_s is not None:
+        return shape.stagger_s
+    if shape.name == "spread" and args.stagger is not None:
+        return args.stagger
+    return args.latency + args.poll
 
 
-def make_plan(args: argparse.Namespace, kind: str, participants: int) -> LoadPlan:
+def make_plan(args: argparse.Namespace, kind: str, shape: Scenario, participants: int) -> LoadPlan:
     """What the participants of one run do, and when the run is cut off."""
     limit = args.stock_time_limit if kind == "stock" else args.time_limit
     return LoadPlan(
         participants=participants,
-        turns=args.turns,
+        turns=shape.turns or args.turns,
         poll_s=args.poll,
-        stagger_s=start_window(args),
+        stagger_s=start_window(args, shape),
         request_timeout_s=min(30.0, limit),
         deadline_s=limit,
-        run_id=f"{kind}-{participants}",
-        wait_s=args.wait,
+        run_id=f"{kind}-{shape.name}-{participants}",
+        wait_s=shape.wait_s if shape.wait_s is not None else args.wait,
     )
 
 
 def one_run(
-    stack: BenchStack, args: argparse.Namespace, kind: str, participants: int
+    stack: BenchStack, args: argparse.Namespace, kind: str, shape: Scenario, participants: int
 ) -> dict[str, Any]:
     """Start web and worker, let `participants` chat, return every figure of the run."""
-    plan = make_plan(args, kind, participants)
+    plan = make_plan(args, kind, shape, participants)
     busy_before = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
     load_before = os.getloadavg()[0]
     with stack.service(kind, env_overrides(args)) as (web, worker):
@@ -180,14 +200,15 @@ def one_run(
             sampler.usage.cpu_s["bench"] = own_cpu_s() - before
         upstream = stack.upstream_call("/_stats")
     write_turns(result, args.logs / f"{plan.run_id}-turns.jsonl")
-    row = {"worker": kind, **summarise(result, args.latency), "jitter_s": args.jitter}
+    row = {"worker": kind, "scenario": shape.name, **summarise(result, args.latency)}
+    row.update(jitter_s=args.jitter, stagger_s=plan.stagger_s, wait_s=plan.wait_s)
     row.update(process_figures(sampler.usage, row["answers"]))
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
     row["load_average_before"] = load_before
     row["machine_busy_before"] = busy_before
     # Model calls at once: the worker's concurrency at work (WORKER_CONCURRENCY caps it).
     row["upstream_max_in_flight"] = upstream.get("max_in_flight")
-    row["targets"] = target_checks(row)
+    row["targets"] = goals(row)
     return row
 
 
@@ -262,8 +283,9 @@ def print_run(row: Mapping[str, Any]) -> None:
     cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in row["cpu_ms_per_answer"].items())
     cut = " (cut off at the time limit)" if row["cut_off"] else ""
     print(
-        f"{row['worker']:>10} N={row['participants']:<4} {row['answers_per_s']:.1f} answers/s "
-        f"= {row['ratio_to_ideal']:.0%} of ideal, p99 {row['p99_s'] or 0:.2f} s, "
+        f"{row['worker']:>10} {row['scenario']:>9} N={row['participants']:<4} "
+        f"{row['answers_per_s']:.1f} answers/s = {row['ratio_to_ideal']:.0%} of ideal, "
+        f"p99 {row['p99_s'] or 0:.2f} s, slowest {row['max_s'] or 0:.2f} s, "
         f"{row['errors']} errors{cut}; needs {row['cores_needed']:.2f} cores"
         f"{'' if row['fits_machine'] else ' (MORE THAN THE MACHINE HAS: check the figures)'}; "
         f"machine {row['machine_cpu_busy']:.0%} busy "
@@ -315,7 +337,7 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             met = ", ".join(
                 f"{name}: {'met' if ok else 'MISSED'}" for name, ok in row["targets"].items()
             )
-            lines.append(f"- Targets at N={row['participants']}: {met}.")
+            lines.append(f"- Goals of {row['scenario']} N={row['participants']}: {met}.")
     return "\n".join(lines) + "\n"
 
 
@@ -337,8 +359,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.logs = args.logs / time.strftime("%Y%m%d-%H%M%S")
     rows = []
     with BenchStack(args.logs, args.latency, args.jitter) as stack:
-        for kind, participants in runs:
-            rows.append(one_run(stack, args, kind, participants))
+        for kind, shape, participants in runs:
+            rows.append(one_run(stack, args, kind, shape, participants))
             print_run(rows[-1])
     report = {
         "command": command_line(argv),

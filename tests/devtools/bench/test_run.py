@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from devtools.bench.run import main, parse_args, parse_counts, plan_runs, start_window
+from devtools.bench.scenarios import SCENARIOS
 
 # It starts real servers or processes.
 pytestmark = pytest.mark.integration
@@ -20,7 +21,7 @@ ROW_FIELDS = {
     "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
     "machine_busy_before", "upstream_max_in_flight", "window_s", "window_answers",
-    "cores_needed", "fits_machine", "run_cpu_ms_per_answer",
+    "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
 }  # fmt: skip
 
 
@@ -30,21 +31,40 @@ def test_participant_counts_are_a_comma_separated_list():
         parse_counts("0,10")
 
 
-def test_stock_runs_use_their_own_counts():
-    args = parse_args(["--participants", "50,500", "--stock-participants", "50"])
-    assert plan_runs(args) == [("concurrent", 50), ("concurrent", 500), ("stock", 50)]
+def planned(argv: list[str]) -> list[tuple[str, str, int]]:
+    return [(kind, shape.name, n) for kind, shape, n in plan_runs(parse_args(argv))]
+
+
+def test_stock_runs_use_their_own_counts_and_the_spread_load_only():
+    argv = ["--participants", "50,500", "--stock-participants", "50"]
+    assert planned(argv) == [
+        ("concurrent", "spread", 50),
+        ("concurrent", "spread", 500),
+        ("concurrent", "together", 300),
+        ("concurrent", "burst", 500),
+        ("concurrent", "long-poll", 1000),
+        ("stock", "spread", 50),
+    ]
+    assert planned([*argv, "--scenarios", "burst", "--workers", "concurrent"]) == [
+        ("concurrent", "burst", 500)
+    ]
     with pytest.raises(SystemExit, match="unknown worker kind"):
         plan_runs(parse_args(["--workers", "gevent"]))
+    with pytest.raises(SystemExit, match="unknown scenario"):
+        plan_runs(parse_args(["--scenarios", "stampede"]))
 
 
 def test_starts_spread_over_one_turn_unless_told():
     assert start_window(parse_args(["--latency", "2", "--poll", "0.5"])) == 2.5
     assert start_window(parse_args(["--stagger", "1"])) == 1.0
+    burst = SCENARIOS["burst"]
+    assert start_window(parse_args(["--stagger", "1"]), burst) == 0.1  # fixed, to compare
 
 
 def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
     argv = ["--participants", "5", "--stock-participants", "5", "--turns", "2",
             "--latency", "0.1", "--jitter", "0.05", "--stock-time-limit", "30",
+            "--scenarios", "spread",
             "--out", str(tmp_path / "out"), "--logs", str(tmp_path / "logs")]  # fmt: skip
     assert main(argv) == 0
 
@@ -65,5 +85,5 @@ def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
     assert "5" in report["speedups"]
     assert (tmp_path / "out" / "chart.png").read_bytes().startswith(b"\x89PNG")
     summary = (tmp_path / "out" / "results.md").read_text()
-    assert "| concurrent | 5 |" in summary and "| stock | 5 |" in summary
-    assert "| concurrent | 5 |" in capsys.readouterr().out
+    assert "| concurrent | spread | 5 |" in summary and "| stock | spread | 5 |" in summary
+    assert "| concurrent | spread | 5 |" in capsys.readouterr().out
