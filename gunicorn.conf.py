@@ -36,6 +36,8 @@ graceful_timeout = 25
 control_socket_disable = True
 accesslog = "-"
 errorlog = "-"
+# gunicorn's logger, gathering only the fields of our access line (see that module).
+logger_class = "studychat.web.access_log.AccessLogger"
 logconfig_dict = gunicorn_logconfig(process.LOG_LEVEL)
 # Method, path and status only (logging_setup adds the time taken and the request id):
 # no query string, no client address, never a body.
