@@ -1,19 +1,21 @@
-"""A lean path for the web's commonest request: a poll whose answer is not ready yet.
+"""A lean path for the web's commonest requests: polls answered 200 without waiting.
 
-At 0.5 s polling and 2 s answers, about two in three requests are POST /check_response
-polls answered `{"processing": true}`. Through Flask's whole pipeline (request context,
-hooks, CORS, limiter filter, error handlers) each costs several times the one Redis
-round trip it needs. This WSGI middleware answers exactly those polls itself and hands
-every other request to the app, untouched:
+At 0.5 s polling and 2 s answers, five in six requests are POST /check_response polls:
+"processing", then the answer. Through Flask's whole pipeline (request context, hooks,
+CORS, limiter filter, error handlers) each cost several times the one Redis round trip
+it needs. This WSGI middleware answers exactly those polls itself and hands every other
+request to the app, untouched:
 
-- it answers only a poll with a JSON body of a valid jobId, no `wait` (or 0), whose job
-  exists, has not failed and has no outcome yet: the case the app answers "processing";
-- anything else (another route, a long poll, a body the app would refuse, an answer
-  that is ready, a failed or unknown job, a Redis error) goes to the app, which answers
-  it as it always has;
-- its answer is the app's own: the status, headers and body the app gave the first
-  processing poll from the same Origin (CORS and security headers depend on nothing
-  else) are learned and replayed, with a request id of its own as the app would give;
+- it answers only a poll with a JSON body of a valid jobId and no `wait` (or 0) whose
+  job exists and has not failed: "processing" while it has no outcome, then its answer
+  once stored with status 200 and released (a paced condition's answer is the app's);
+- anything else (another route, a long poll, a body the app would refuse, a failed or
+  unknown job, a held-back answer, a Redis error) goes to the app, which answers it as
+  it always has;
+- its answer is the app's own: the status and headers the app gave the first processing
+  poll from the same Origin (CORS and security headers depend on nothing else) are
+  learned and replayed, with the body's length and a request id of its own as the app
+  would give them; an answer is marked delivered as the app marks it;
 - it counts the poll in the request metrics as the app would.
 """
 
@@ -29,7 +31,7 @@ from flask import Flask
 from pydantic import ValidationError
 from redis import Redis
 
-from studychat.chat.outcomes import FAILED_STATUSES, read_state
+from studychat.chat.outcomes import FAILED_STATUSES, mark_delivered, read_state
 from studychat.web.request_ids import HEADER as REQUEST_ID_HEADER
 from studychat.web.request_ids import request_id_from
 from studychat.web.request_metrics import LATENCY, REQUESTS
@@ -63,14 +65,16 @@ class LeanPolls:
         self.learned: dict[str | None, tuple[str, Headers, bytes]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
-        """Answer a processing poll here; pass anything else to the app."""
+        """Answer a poll that gets a 200 here; pass anything else to the app."""
         started = time.perf_counter()
         body = self._poll_body(environ)
         if body is None:
             return self.app(environ, start_response)
         origin = environ.get("HTTP_ORIGIN")
-        if origin in self.learned and self._processing(body):
-            return self._replay(environ, start_response, origin, started)
+        if origin in self.learned:
+            answer = self._answer(body, self.learned[origin][2])
+            if answer is not None:
+                return self._replay(environ, start_response, origin, answer, started)
         return self._through_app(environ, start_response, origin)
 
     def _poll_body(self, environ: dict[str, Any]) -> bytes | None:
@@ -89,34 +93,43 @@ class LeanPolls:
         environ["wsgi.input"] = io.BytesIO(body)
         return body
 
-    def _processing(self, body: bytes) -> bool:
-        """Whether the app would answer this poll "processing", judged in one round trip."""
+    def _answer(self, body: bytes, processing: bytes) -> bytes | None:
+        """The body the app would answer 200 with (`processing`, or the answer); else None."""
         try:
             poll = CheckResponseRequest.model_validate(json.loads(body))
         except (ValueError, ValidationError):  # JSONDecodeError and UnicodeError are ValueErrors
-            return False
+            return None
         if poll.wait:
-            return False
+            return None
         try:
-            state = read_state(self.connection, poll.jobId)
+            return self._answer_of(poll.jobId, processing)
         except Exception:  # the app answers a Redis error as it always has
-            return False
-        return (
-            state.body is None
-            and state.rq_status is not None
-            and state.rq_status not in FAILED_STATUSES
-        )
+            return None
+
+    def _answer_of(self, job_id: str, processing: bytes) -> bytes | None:
+        state = read_state(self.connection, job_id)
+        if state.body is None:
+            failed = state.rq_status is None or state.rq_status in FAILED_STATUSES
+            return None if failed else processing
+        if state.status_code != 200 or not state.released:
+            return None
+        mark_delivered(self.connection, state, job_id)
+        return state.body
 
     def _replay(
         self,
         environ: dict[str, Any],
         start_response: StartResponse,
         origin: str | None,
+        body: bytes,
         started: float,
     ) -> Iterable[bytes]:
-        status, headers, body = self.learned[origin]
+        status, headers, _ = self.learned[origin]
         request_id = request_id_from(environ.get(REQUEST_ID_KEY))
-        start_response(status, [*headers, (REQUEST_ID_HEADER, request_id)])
+        sized = [
+            (name, str(len(body)) if name == "Content-Length" else value) for name, value in headers
+        ]
+        start_response(status, [*sized, (REQUEST_ID_HEADER, request_id)])
         REQUESTS.labels("POST", PATH, status.partition(" ")[0]).inc()
         LATENCY.labels("POST", PATH).observe(time.perf_counter() - started)
         return [body]

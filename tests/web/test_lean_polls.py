@@ -8,8 +8,10 @@ from collections.abc import Iterator
 import pytest
 from flask import Flask, request, request_started
 
+from studychat.chat.outcomes import DELIVERED, outcome_key
 from studychat.web.errors import QUEUE_DOWN
 from tests.support.chat_helpers import start_chats
+from tests.support.polling import wait_for
 from tests.support.stack import FRONTEND
 from tests.web.routes.test_metrics import BEARER, sample
 
@@ -106,3 +108,27 @@ def test_lean_polls_are_counted_in_the_request_metrics(own_app):
         client.post("/check_response", json={"jobId": job_id})
     text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
     assert sample(text, "http_requests_total", **ok) - before == 3
+
+
+def test_an_answer_is_the_apps_own_and_is_marked_delivered(
+    own_app, own_stack_env, start_worker, upstream, app_requests, connection
+):
+    client = own_app.test_client()
+    (job_id,) = start_chats(client, 1)
+    client.post("/check_response", json={"jobId": job_id}, headers={"Origin": FRONTEND})
+    start_worker(own_stack_env)
+
+    def answered():
+        poll = client.post("/check_response", json={"jobId": job_id}, headers={"Origin": FRONTEND})
+        return None if poll.get_json() == {"processing": True} else poll
+
+    lean = wait_for(answered, timeout=20, interval=0.05)
+    assert app_requests.count("/check_response") == 1  # only the first, processing poll
+    assert "response" in lean.get_json()
+    assert connection.hget(outcome_key(job_id), DELIVERED) is not None
+    # A long poll is always the app's: it answers the same job the same way.
+    by_app = client.post(
+        "/check_response", json={"jobId": job_id, "wait": 0.1}, headers={"Origin": FRONTEND}
+    )
+    assert app_requests.count("/check_response") == 2
+    assert comparable(lean) == comparable(by_app)
