@@ -20,7 +20,8 @@ Control, without authorisation, so that other processes see the same state:
   seconds instead of the latency), ``{"drop": true}`` (close the connection, no answer).
 * ``GET /_requests`` - ``{"requests": [{"body", "headers", "fault"}, ...]}``, the last 10,000
   completion requests.
-* ``GET /_stats`` - ``{"completions", "in_flight", "max_in_flight"}`` for completion requests.
+* ``GET /_stats`` - ``{"completions", "in_flight", "max_in_flight", "connections"}``:
+  completion requests, and the connections opened since the last reset.
 
 Run it with ``python -m devtools.fake_openai --port 8099 [--latency 0.5] [--jitter 0.1]``, or
 in-process with ``FakeOpenAI(latency=0.5).start()``, which returns the base URL.
@@ -227,6 +228,7 @@ class FakeOpenAI:
         task = asyncio.current_task()
         assert task is not None
         self._tasks.add(task)
+        self._connections += 1
         try:
             while await self._serve_one(reader, writer):
                 pass
@@ -329,9 +331,11 @@ class FakeOpenAI:
         return Reply(body={"requests": list(self._log)})
 
     async def _stats(self, request: Request) -> Reply:
-        """GET /_stats: completion requests received, in flight, and at most in flight."""
+        """GET /_stats: completion requests received, in flight, at most in flight; connections."""
         stats = {"completions": self._completions, "in_flight": self._in_flight}
-        return Reply(body={**stats, "max_in_flight": self._max_in_flight})
+        return Reply(
+            body={**stats, "max_in_flight": self._max_in_flight, "connections": self._connections}
+        )
 
     def _reset(self) -> None:
         """Clear faults, the request log and counters; restore the initial latency."""
@@ -339,6 +343,7 @@ class FakeOpenAI:
         self._faults.clear()
         self._log.clear()
         self._completions = 0
+        self._connections = 0
         self._max_in_flight = self._in_flight
 
     def _latency_sample(self) -> float:

@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx2 as httpx
 import openai
+from openai import DEFAULT_CONNECTION_LIMITS
 
 from studychat.exceptions import ModelCallFailed
 from studychat.settings import Settings
@@ -68,12 +69,24 @@ def build_request(
 
 
 def make_client(settings: Settings) -> openai.OpenAI:
-    """One OpenAI client per process, bounded by the timeout and retry settings."""
+    """One OpenAI client per process, bounded by the timeout and retry settings.
+
+    Its pool keeps a connection alive for every call the worker may have in flight: the
+    SDK's default keeps 100, so a worker running more at once closed and reopened
+    connections on every call (against OpenAI, a TLS handshake each).
+    """
+    in_flight = settings.WORKER_CONCURRENCY
+    limits = httpx.Limits(
+        max_connections=max(in_flight, DEFAULT_CONNECTION_LIMITS.max_connections or 0),
+        max_keepalive_connections=in_flight,
+        keepalive_expiry=DEFAULT_CONNECTION_LIMITS.keepalive_expiry,
+    )
     return openai.OpenAI(
         api_key=settings.OPENAI_API_KEY,
         base_url=settings.OPENAI_BASE_URL or None,
         timeout=settings.LLM_TIMEOUT_S,
         max_retries=settings.LLM_MAX_RETRIES,
+        http_client=openai.DefaultHttpxClient(limits=limits),
     )
 
 

@@ -135,3 +135,17 @@ def test_sigterm_hands_back_jobs_that_cannot_finish_in_time(
     assert queue.started_job_registry.count == 0
     start_worker(own_stack_env)
     assert answer_all(client, job_ids) == [200] * 3
+
+
+def test_calls_in_flight_reuse_their_connections(own_app, own_stack_env, start_worker, upstream):
+    # More calls at once than the SDK's default pool keeps alive (100): none is reopened.
+    control(upstream, {"latency": 1.0})
+    start_worker(own_stack_env | {"WORKER_CONCURRENCY": "150"})
+    client = own_app.test_client()
+    assert answer_all(client, start_chats(client, 150)) == [200] * 150
+    first = upstream_stats(upstream)
+    assert first["max_in_flight"] >= 120
+    assert answer_all(client, start_chats(client, 150)) == [200] * 150
+    second = upstream_stats(upstream)
+    # One new connection is this test's own request for the figures.
+    assert second["connections"] - first["connections"] <= 3
