@@ -24,8 +24,10 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m unit -q
 
-## Simulated participants against web + worker on real servers; figures and chart in bench-results/.
-## Options go through BENCH_ARGS, e.g. make bench BENCH_ARGS="--participants 100 --workers concurrent".
+## Simulated participants against web + worker on real servers: spread over a turn, starting
+## together, a burst of 500 first messages, 1,000 long polls; each held to its goal, against
+## RQ's stock worker. Figures and chart in bench-results/. Options go through BENCH_ARGS, e.g.
+## make bench BENCH_ARGS="--scenarios burst --workers concurrent --profile".
 bench: $(STAMP)
 	$(BIN)/python -m devtools.bench $(BENCH_ARGS)
 
