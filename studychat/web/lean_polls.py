@@ -97,7 +97,8 @@ class LeanPolls:
         """The body the app would answer 200 with (`processing`, or the answer); else None."""
         try:
             poll = CheckResponseRequest.model_validate(json.loads(body))
-        except (ValueError, ValidationError):  # JSONDecodeError and UnicodeError are ValueErrors
+        # JSONDecodeError and UnicodeError are ValueErrors; RecursionError: absurd nesting.
+        except (ValueError, ValidationError, RecursionError):
             return None
         if poll.wait:
             return None

@@ -79,7 +79,9 @@ def test_every_other_poll_is_the_apps_to_answer(own_app, app_requests):
     assert long_poll.get_json() == {"processing": True}
     as_text = client.post("/check_response", data=f'{{"jobId": "{job_id}"}}')
     assert as_text.status_code == 400
-    assert app_requests.count("/check_response") == 5
+    too_deep = client.post("/check_response", data="[" * 1024, content_type="application/json")
+    assert too_deep.status_code == 400
+    assert app_requests.count("/check_response") == 6
 
 
 def test_a_redis_outage_is_still_answered_503_by_the_app(own_app, own_redis):
