@@ -51,10 +51,16 @@ def active_spans(turns: Iterable[TurnRecord], ended: float) -> dict[int, tuple[f
 
 
 def common_window(result: LoadResult) -> tuple[float, float]:
-    """From when every participant is active to when the first one stops."""
+    """From when every participant is active to when the first one stops.
+
+    With one turn each (a burst) no moment has everyone active and answered: the window
+    is then the whole span, first chat to last answer.
+    """
     spans = active_spans(result.turns, result.ended)
     if not spans:
         return result.began, result.ended
+    if result.plan.turns == 1:
+        return min(first for first, _ in spans.values()), max(last for _, last in spans.values())
     return max(first for first, _ in spans.values()), min(last for _, last in spans.values())
 
 

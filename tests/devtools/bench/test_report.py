@@ -6,6 +6,7 @@ import pytest
 
 from devtools.bench.load_client import LoadPlan, LoadResult, TurnRecord
 from devtools.bench.report import (
+    common_window,
     cpu_between,
     cpu_table,
     fits_machine,
@@ -14,6 +15,7 @@ from devtools.bench.report import (
     percentile,
     speedups,
     summarise,
+    throughput,
 )
 
 
@@ -55,6 +57,14 @@ def test_answers_are_counted_over_one_window_common_to_every_participant():
     assert row["p50_s"] == pytest.approx(2.25) and row["p99_s"] == pytest.approx(2.25)
     assert row["requests_per_answer"] == 6
     assert row["answers"] == 160 and row["errors"] == 0 and row["unanswered"] == 0
+
+
+def test_a_single_turn_burst_is_counted_from_first_chat_to_last_answer():
+    result = steady_result(participants=4, turns=1, period=2.25)
+    assert common_window(result) == (100.0, pytest.approx(102.55))
+    rates = throughput(result)
+    assert rates["window_answers"] == 4
+    assert rates["answers_per_s"] == pytest.approx(4 / 2.55)
 
 
 def test_only_answers_given_while_everyone_is_active_count():
