@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
@@ -30,19 +31,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class JobContext:
-    """What every chat job of one worker process shares: its settings and model client."""
+    """What every chat job of one worker process shares: its settings and model clients."""
 
     settings: Settings
-    model: openai.OpenAI
+    models: tuple[openai.OpenAI, ...]
+    _turns: Iterator[int] = field(default_factory=itertools.count)
+
+    def model(self) -> openai.OpenAI:
+        """The next model client in turn, so that calls spread evenly over their pools."""
+        return self.models[next(self._turns) % len(self.models)]
 
 
 _context: JobContext | None = None
 
 
 def init_jobs(settings: Settings) -> None:
-    """Give this process's chat jobs their settings and one model client (worker.main)."""
+    """Give this process's chat jobs their settings and model clients (worker.main)."""
     global _context
-    _context = JobContext(settings, llm_client.make_client(settings))
+    _context = JobContext(settings, llm_client.make_clients(settings))
 
 
 def job_context() -> JobContext:
@@ -152,10 +158,10 @@ def _call_model(
     Streamed, it goes delta by delta to readers of GET /stream.
     """
     if not stream:
-        return llm_client.complete(job_context().model, request), None
+        return llm_client.complete(job_context().model(), request), None
     publisher = answer_stream.DeltaPublisher(job.connection, job.id)
     try:
-        completion = llm_client.complete_streaming(job_context().model, request, publisher.add)
+        completion = llm_client.complete_streaming(job_context().model(), request, publisher.add)
     finally:
         publisher.flush()
     return completion, publisher.first_at

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,7 @@ RETRY_COUNT = "x-stainless-retry-count"
 STOPPED_MID_ANSWER = "The model service stopped in the middle of its answer."
 # Reasoning models refuse `max_tokens` and take `max_completion_tokens` instead.
 REFUSES_MAX_TOKENS = ("o1", "o3", "o4", "gpt-5")
+CALLS_PER_POOL = 64
 
 
 @dataclass(frozen=True)
@@ -66,6 +68,17 @@ def build_request(
         token_limit_parameter(model): token_limit,
         **(options or {}),
     }
+
+
+def make_clients(settings: Settings) -> tuple[openai.OpenAI, ...]:
+    """The worker's model clients: one per CALLS_PER_POOL calls it may have in flight.
+
+    httpcore walks its whole connection pool, under the pool's lock, when each request
+    starts and ends; several small pools cost the worker less per call than one of
+    hundreds of connections, for which its threads also queue on that one lock.
+    """
+    count = max(1, math.ceil(settings.WORKER_CONCURRENCY / CALLS_PER_POOL))
+    return tuple(make_client(settings) for _ in range(count))
 
 
 def make_client(settings: Settings) -> openai.OpenAI:

@@ -83,3 +83,11 @@ def test_retry_counts_attempts(upstream):
     control(upstream, {"faults": [{"status": 503}]})
     request = llm_client.build_request([{"role": "user", "content": "x"}], "gpt-4o-mini", 50)
     assert llm_client.complete(client_for(upstream), request).attempts == 2
+
+
+@pytest.mark.parametrize(("concurrency", "pools"), [(1, 1), (64, 1), (65, 2), (512, 8)])
+def test_calls_in_flight_share_pools_of_at_most_64(concurrency, pools):
+    settings = {**REQUIRED, **SETTINGS, "WORKER_CONCURRENCY": str(concurrency)}
+    clients = llm_client.make_clients(load_settings(settings))
+    assert len(clients) == pools
+    assert len({id(client) for client in clients}) == pools
