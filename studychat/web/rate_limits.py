@@ -14,8 +14,9 @@ When Redis is down the limiter's error is not swallowed: the routes answer 503 l
 every other Redis outage. Failing open would admit nothing anyway, since a chat turn
 cannot be queued without Redis, and failing closed means a half-broken Redis never
 lifts the limit. Other routes never touch the limiter's storage, so /save and
-/check_participation keep working through a Redis outage, and polls pay only its hooks
-(about 0.1 ms of CPU; docs/security.md has the measurement).
+/check_participation keep working through a Redis outage. Polls answered 200 never reach
+the limiter (lean_polls.py answers them in front of Flask); other polls pay only its
+hooks (about 0.1 ms of CPU; docs/security.md has the measurement).
 """
 
 from __future__ import annotations
