@@ -309,7 +309,8 @@ def test_delay_fault_slows_one_answer() -> None:
             ask(impatient)
         with make_client(server.base_url) as patient:
             assert ask(patient).choices[0].finish_reason == "stop"  # only one answer was slow
-        assert stats(server.base_url) == {"completions": 2, "in_flight": 1, "max_in_flight": 2}
+        figures = stats(server.base_url)
+        assert (figures["completions"], figures["in_flight"], figures["max_in_flight"]) == (2, 1, 2)
 
 
 # HTTP errors and control
@@ -363,7 +364,13 @@ def test_reset_restores_the_initial_state(api: openai.OpenAI, fake: FakeOpenAI) 
     assert state == {"latency": 5.0, "jitter": 1.0, "faults": 1}
     assert control(fake.base_url, {"reset": True}) == {"latency": 0.0, "jitter": 0.0, "faults": 0}
     assert logged(fake.base_url) == []
-    assert stats(fake.base_url) == {"completions": 0, "in_flight": 0, "max_in_flight": 0}
+    # Two connections since the reset: the requests for the log above and for these figures.
+    assert stats(fake.base_url) == {
+        "completions": 0,
+        "in_flight": 0,
+        "max_in_flight": 0,
+        "connections": 2,
+    }
     assert ask(api).choices[0].finish_reason == "stop"
 
 
