@@ -56,7 +56,7 @@ def install_lean_polls(app: Flask, connection: Redis) -> None:
 
 
 class LeanPolls:
-    """WSGI middleware: answers processing polls from Redis, everything else via `app`."""
+    """WSGI middleware: answers polls that get a 200 from Redis, everything else via `app`."""
 
     def __init__(self, app: WsgiApp, connection: Redis) -> None:
         self.app = app
