@@ -41,6 +41,7 @@ from studychat import outage_watch
 from studychat.chat.outcomes import has_outcome
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
 from studychat.worker import recovery
+from studychat.worker.rq_internals import PER_JOB_LOG_FORMATS
 from studychat.worker.timeouts import WatchdogDeathPenalty
 
 logger = logging.getLogger(__name__)
@@ -64,6 +65,14 @@ class _PerThread(threading.local):
     working_time: float = 0
 
 
+class QuietJobSuccess(logging.Filter):
+    """Drop RQ's two lines per succeeded job; the job's own line says what they say."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Keep every record but those two."""
+        return not (record.levelno == logging.INFO and record.msg in PER_JOB_LOG_FORMATS)
+
+
 class ConcurrentWorker(BaseWorker):
     """Runs up to `concurrency` jobs at once on threads, with RQ's guarantees per job."""
 
@@ -84,6 +93,9 @@ class ConcurrentWorker(BaseWorker):
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rq-job")
         self._stopped = threading.Event()
+        # One log line per job is enough at hundreds of jobs a second (jobs.run_chat's).
+        if not any(isinstance(each, QuietJobSuccess) for each in self.log.filters):
+            self.log.addFilter(QuietJobSuccess())
 
     # RQ keeps one execution per worker; each thread here needs its own.
     @property

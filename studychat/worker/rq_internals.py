@@ -68,3 +68,8 @@ DEATH_PENALTY_ATTRIBUTES: tuple[str, ...] = ("_timeout", "_exception")
 # The started registry keeps `<job id>:<execution id>` members scored by when their
 # heartbeat expires; recovery splits them with rq.utils.parse_composite_key.
 STARTED_REGISTRY_MEMBER = "{job_id}:{execution_id}"
+# The two INFO lines RQ's worker writes for every job that succeeds (the format strings of
+# BaseWorker.perform_job and handle_job_success); the job's own line says as much.
+PER_JOB_LOG_FORMATS: frozenset[str] = frozenset(
+    {"Worker %s: %s: %s (%s)", "Successfully completed job %s in %ss on worker %s"}
+)

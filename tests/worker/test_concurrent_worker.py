@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 
 import pytest
@@ -63,6 +64,20 @@ def test_status_and_registries_right_for_every_job(
     assert queue.failed_job_registry.get_job_ids() == failed
     assert queue.started_job_registry.count == 0
     assert not connection.keys("rq:execution:*")
+
+
+def test_each_answered_job_logs_one_line(own_app, own_stack_env, start_worker, upstream):
+    worker = start_worker(own_stack_env)
+    client = own_app.test_client()
+    job_ids = start_chats(client, 5)
+    assert answer_all(client, job_ids) == [200] * 5
+    wait_for(lambda: all(job_id in worker.log_text() for job_id in job_ids))
+    lines = worker.log_text().splitlines()
+    for job_id in job_ids:
+        about_it = [json.loads(line) for line in lines if job_id in line]
+        # The job's own line, with its id as a field; not RQ's two saying the same again.
+        assert [line["message"][:11] for line in about_it] == ["answered in"]
+        assert about_it[0]["job_id"] == job_id
 
 
 def test_heartbeats_keep_long_jobs_alive(

@@ -82,3 +82,11 @@ def test_started_registry_member_layout(connection):
     )
     assert [member.decode() for member in members] == [expected]
     assert parse_composite_key(expected) == (job.id, worker.execution.id)
+
+
+@pytest.mark.parametrize("text", sorted(rq_internals.PER_JOB_LOG_FORMATS))
+def test_per_job_log_format(text):
+    source = inspect.getsource(BaseWorker.perform_job) + inspect.getsource(
+        BaseWorker.handle_job_success
+    )
+    assert f"'{text}'" in source
