@@ -3,11 +3,13 @@
 The worker appends each delta of text to a Redis stream per job, then an end marker
 in the same transaction that stores the answer. The web relays the stream as
 server-sent events (stream_routes.py); a late joiner reads it from the start, and
-a long poll (/check_response with "wait") watches the end marker alone.
+a long poll (/check_response with "wait") watches the end marker alone. Each write
+also publishes the job's id on UPDATES_CHANNEL, so that waiting readers look again at
+once instead of every 0.2 s (web/job_updates.py).
 
-Readers poll with short non-blocking reads rather than blocking ones: a blocked read
-would hold one Redis connection per open stream, and hosted Redis plans allow only
-a few dozen clients.
+Readers make short non-blocking reads rather than blocking ones: a blocked read would
+hold one Redis connection per open stream, and hosted Redis plans allow only a few
+dozen clients.
 """
 
 from __future__ import annotations
@@ -22,13 +24,15 @@ from studychat.chat.provenance import utc_iso
 
 DELTAS_PREFIX = "chat:deltas:"
 ENDED_PREFIX = "chat:ended:"
+# The channel that carries the id of a job whenever its deltas or its outcome are written.
+UPDATES_CHANNEL = "chat:updates"
 # Deltas are kept long enough to replay to a participant who reconnects; after that the
 # whole answer is still in the job's outcome.
 DELTAS_TTL_S = 3600
 # Deltas are coalesced for this long before being published: fewer round trips, and
 # still far below what a reader notices.
 FLUSH_EVERY_S = 0.05
-# How often a waiting reader looks again.
+# How often a waiting reader looks again while it cannot rely on UPDATES_CHANNEL.
 POLL_EVERY_S = 0.2
 DELTA = b"d"
 END = b"end"
@@ -49,6 +53,7 @@ class DeltaPublisher:
 
     def __init__(self, connection: Redis, job_id: str) -> None:
         self.connection = connection
+        self.job_id = job_id
         self.key = deltas_key(job_id)
         self.buffer: list[str] = []
         self.last_flush = time.monotonic()
@@ -69,6 +74,7 @@ class DeltaPublisher:
         with self.connection.pipeline(transaction=False) as pipeline:
             pipeline.xadd(self.key, {DELTA: "".join(self.buffer)})
             pipeline.expire(self.key, DELTAS_TTL_S)
+            pipeline.publish(UPDATES_CHANNEL, self.job_id)
             pipeline.execute()
         self.buffer.clear()
         self.last_flush = time.monotonic()
@@ -80,33 +86,22 @@ def mark_ended(pipeline: Pipeline, job_id: str, ttl: int) -> None:
     pipeline.expire(deltas_key(job_id), DELTAS_TTL_S)
     pipeline.xadd(ended_key(job_id), {END: "1"})
     pipeline.expire(ended_key(job_id), ttl)
+    pipeline.publish(UPDATES_CHANNEL, job_id)
 
 
-def wait_until_ended(connection: Redis, job_id: str, seconds: float) -> bool:
-    """Wait up to `seconds` until the job ends; whether it has."""
-    deadline = time.monotonic() + seconds
-    while not connection.exists(ended_key(job_id)):
-        if time.monotonic() >= deadline:
-            return False
-        time.sleep(min(POLL_EVERY_S, max(deadline - time.monotonic(), 0)))
-    return True
+def read_deltas(connection: Redis, job_id: str, after: str) -> list[tuple[str, str | None]]:
+    """The entries after id `after`, without waiting: each (entry id, text).
 
-
-def read_deltas(
-    connection: Redis, job_id: str, after: str, wait_s: float
-) -> list[tuple[str, str | None]]:
-    """Entries after id `after`, waiting up to `wait_s` for the first one.
-
-    Each is (entry id, text), with text None for the end marker.
+    The text is None for the end marker.
     """
-    deadline = time.monotonic() + wait_s
-    while True:
-        answer: Any = connection.xread({deltas_key(job_id): after}, count=500)
-        if answer or time.monotonic() >= deadline:
-            break
-        time.sleep(POLL_EVERY_S)
+    answer: Any = connection.xread({deltas_key(job_id): after}, count=500)
     entries = answer[0][1] if answer else []
     return [(entry_id.decode(), _text(fields)) for entry_id, fields in entries]
+
+
+def has_ended(connection: Redis, job_id: str) -> bool:
+    """Whether the job's outcome is stored (its end marker is there)."""
+    return bool(connection.exists(ended_key(job_id)))
 
 
 def _text(fields: dict[bytes, bytes]) -> str | None:

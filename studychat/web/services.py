@@ -15,6 +15,7 @@ from studychat.chat.task_queue import make_queue, make_redis
 from studychat.settings import Settings
 from studychat.store.database import make_mongo_client
 from studychat.study.definition import Study, load_configured_study
+from studychat.web.job_updates import JobUpdates
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +32,7 @@ class Services:
     mongo: MongoClient
     db: Database
     study: Study | None
+    job_updates: JobUpdates
 
 
 def init_services(app: Flask, settings: Settings) -> Services:
@@ -46,6 +48,7 @@ def init_services(app: Flask, settings: Settings) -> Services:
         mongo=mongo,
         db=mongo[settings.DATABASE_NAME],
         study=load_configured_study(settings),
+        job_updates=JobUpdates(connection),
     )
     if made.study is not None:
         logger.info(
@@ -63,5 +66,6 @@ def services(app: Flask | None = None) -> Services:
 def close_services(app: Flask) -> None:
     """Release the clients' connections (tests build many apps)."""
     made: Services = app.extensions.pop(EXTENSION_KEY)
+    made.job_updates.close()
     made.redis.close()
     made.mongo.close()

@@ -6,7 +6,7 @@ import time
 
 from flask import Blueprint, Response, jsonify
 
-from studychat.chat.answer_stream import wait_until_ended
+from studychat.chat.answer_stream import has_ended
 from studychat.chat.budgets import PARTICIPANT, STUDY, admit_chat
 from studychat.chat.outcomes import FAILED_STATUSES, mark_delivered, read_state
 from studychat.chat.provenance import utc_iso
@@ -121,10 +121,13 @@ def session_chat(received_at: str):
 def check_response():
     """Say whether the answer is ready, and give it when it is."""
     body = parse_body(CheckResponseRequest)
-    connection = services().redis
+    made = services()
+    connection = made.redis
     deadline = time.monotonic() + body.wait
     state = read_state(connection, body.jobId)
-    if not state.over and wait_until_ended(connection, body.jobId, body.wait):
+    if not state.over and made.job_updates.wait_for(
+        body.jobId, body.wait, lambda: has_ended(connection, body.jobId)
+    ):
         state = read_state(connection, body.jobId)
     if state.body is not None and not state.released:
         # A paced condition (min_reply_seconds): held back until its release time.

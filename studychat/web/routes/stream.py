@@ -13,6 +13,7 @@ import json
 import re
 import time
 from collections.abc import Iterator
+from functools import partial
 
 from flask import Blueprint, Response, request, stream_with_context
 from redis import Redis
@@ -22,6 +23,7 @@ from studychat.chat.outcomes import JobState, mark_delivered, read_state
 from studychat.chat.session_turn import answer_text
 from studychat.web.api_doc import documented
 from studychat.web.errors import error_response
+from studychat.web.job_updates import JobUpdates
 from studychat.web.routes.chat import FAILED_JOB, UNKNOWN_JOB
 from studychat.web.schemas import JOB_ID_PATTERN
 from studychat.web.services import services
@@ -72,23 +74,25 @@ def stream(job_id: str):
     """Relay a job's answer as text/event-stream."""
     if not re.match(JOB_ID_PATTERN, job_id):
         return error_response(400, UNKNOWN_ID)
-    connection = services().redis
-    state = read_state(connection, job_id)
+    made = services()
+    state = read_state(made.redis, job_id)
     if state.rq_status is None and state.body is None:
         return error_response(404, UNKNOWN_JOB)
     after = request.headers.get("Last-Event-ID", "0")
-    events = relay(connection, job_id, after if STREAM_ID.match(after) else "0")
+    events = relay(made.redis, made.job_updates, job_id, after if STREAM_ID.match(after) else "0")
     headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
     return Response(stream_with_context(events), mimetype="text/event-stream", headers=headers)
 
 
-def relay(connection: Redis, job_id: str, after: str) -> Iterator[str]:
+def relay(connection: Redis, updates: JobUpdates, job_id: str, after: str) -> Iterator[str]:
     """The job's events: deltas as they come, then its outcome."""
     # Sent at once, so the participant's browser knows the stream is open.
     yield ": connected\n\n"
     sent_text = after != "0"
     while True:
-        entries = read_deltas(connection, job_id, after, wait_s=KEEPALIVE_S)
+        entries = updates.wait_for(
+            job_id, KEEPALIVE_S, partial(read_deltas, connection, job_id, after)
+        )
         for entry_id, text in entries:
             if text is None:
                 yield from final_events(

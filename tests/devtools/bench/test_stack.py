@@ -33,5 +33,8 @@ def test_children_get_only_the_benchmark_settings(monkeypatch):
     env = child_env(study_env("redis://r", "mongodb://m", "http://u/v1"), {"WEB_CONCURRENCY": "3"})
     assert env["OPENAI_API_KEY"] == "sk-bench-not-a-real-key"
     assert env["OPENAI_BASE_URL"] == "http://u/v1" and env["WEB_CONCURRENCY"] == "3"
-    # One client plays every participant, so the per-client chat limit must not bite.
-    assert env["CHAT_RATE_LIMIT"] == "100000/minute"
+    # One client plays every participant: no limit, as issue 14 measured...
+    assert env["CHAT_RATE_LIMIT"] == env["CHAT_RATE_LIMIT_PER_IP"] == ""
+    # ...unless asked, and then one no run reaches.
+    limited = study_env("redis://r", "mongodb://m", "http://u/v1", rate_limits=True)
+    assert limited["CHAT_RATE_LIMIT"] == limited["CHAT_RATE_LIMIT_PER_IP"] == "100000/minute"

@@ -1,0 +1,158 @@
+"""Wakes the long polls and streams of a web process when the worker writes to their job.
+
+A long poll (/check_response with "wait") used to look at its job's end marker, and an
+open stream (GET /stream) at its job's deltas, every 0.2 s: a Redis round trip per
+waiting request five times a second, which at a thousand open long polls was a third of
+the machine. Now the worker publishes a job's id on one channel whenever it writes
+deltas or the outcome (answer_stream.UPDATES_CHANNEL), and each web process holds one
+subscription to it, on a thread of its own: a waiting request looks once, then sleeps
+until its job's next message or its deadline.
+
+A message can be lost only while the subscription is down. So a request relies on
+messages only while the subscription is known to be up; otherwise it looks every
+0.2 s, as before. Whenever the subscription is (re)established every waiting request is
+woken to look again, which covers what was published while it was down. What is stored
+in Redis stays the truth; a message only says when to look.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+from redis import Redis
+from redis.client import PubSub
+
+from studychat import outage_watch
+from studychat.chat.answer_stream import POLL_EVERY_S, UPDATES_CHANNEL
+from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# How long one read of the subscription waits for a message before looking again.
+LISTEN_TIMEOUT_S = 1.0
+
+
+class JobUpdates:
+    """One web process's subscription to job updates, and the requests waiting on it."""
+
+    def __init__(self, connection: Redis) -> None:
+        self.connection = connection
+        self._lock = threading.Lock()
+        self._waiting: dict[str, set[threading.Event]] = {}
+        self._listening = False
+        self._thread: threading.Thread | None = None
+        self._closed = threading.Event()
+
+    @property
+    def listening(self) -> bool:
+        """Whether the subscription is up, so that waiting requests rely on its messages."""
+        return self._listening
+
+    def waiting(self) -> int:
+        """How many requests are waiting now."""
+        with self._lock:
+            return sum(len(events) for events in self._waiting.values())
+
+    def wait_for(self, job_id: str, seconds: float, look: Callable[[], T]) -> T:
+        """Call `look` until it gives something, for up to `seconds`; what it gave last.
+
+        It is called again when the worker has written to the job (or, while nobody
+        listens, every 0.2 s): `look` reads what the request waits for.
+        """
+        if seconds <= 0:
+            return look()
+        deadline = time.monotonic() + seconds
+        with self._watching(job_id) as woken:
+            while not (seen := look()):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                # Sleep until the message, unless one could be missed: then look again soon.
+                woken.wait(remaining if self._listening else min(POLL_EVERY_S, remaining))
+                woken.clear()
+        return seen
+
+    @contextmanager
+    def _watching(self, job_id: str) -> Iterator[threading.Event]:
+        """An event set when the worker writes to `job_id`, registered before the next look."""
+        self._start_once()
+        woken = threading.Event()
+        with self._lock:
+            self._waiting.setdefault(job_id, set()).add(woken)
+        try:
+            yield woken
+        finally:
+            with self._lock:
+                events = self._waiting.get(job_id, set())
+                events.discard(woken)
+                if not events:
+                    self._waiting.pop(job_id, None)
+
+    def _start_once(self) -> None:
+        """Start listening on first use, in the process that serves (after gunicorn forks)."""
+        with self._lock:
+            if self._thread is None and not self._closed.is_set():
+                self._thread = threading.Thread(target=self._listen, name="job-ends", daemon=True)
+                self._thread.start()
+
+    def _listen(self) -> None:
+        """Hold the subscription, riding through Redis outages, until closed."""
+        backoff = Backoff()
+        while not self._closed.is_set():
+            pubsub = self.connection.pubsub()
+            try:
+                pubsub.subscribe(UPDATES_CHANNEL)
+                self._read_messages(pubsub, backoff)
+            except Exception as error:
+                if self._closed.is_set():
+                    return  # the app's clients were closed under the read
+                self._stop_relying(error)
+                self._closed.wait(backoff.next_delay())
+            finally:
+                pubsub.close()
+
+    def _read_messages(self, pubsub: PubSub, backoff: Backoff) -> None:
+        while not self._closed.is_set():
+            message = pubsub.get_message(timeout=LISTEN_TIMEOUT_S)
+            if message is None:
+                continue
+            if message["type"] == "subscribe":
+                backoff.reset()
+                self._listening = True
+                self._wake_all()  # what came while nobody listened is looked at again
+            elif message["type"] == "message":
+                self._wake(message["data"].decode())
+
+    def _stop_relying(self, error: Exception) -> None:
+        """Waiting requests look for themselves until the subscription is back."""
+        self._listening = False
+        self._wake_all()
+        if isinstance(error, REDIS_UNAVAILABLE):
+            outage_watch.REDIS.failed(error, "listening for job updates")
+        else:
+            logger.exception("listening for job updates failed; will retry")
+
+    def _wake(self, job_id: str) -> None:
+        with self._lock:
+            events = list(self._waiting.get(job_id, ()))
+        for event in events:
+            event.set()
+
+    def _wake_all(self) -> None:
+        with self._lock:
+            events = [event for events in self._waiting.values() for event in events]
+        for event in events:
+            event.set()
+
+    def close(self) -> None:
+        """Stop listening (the thread ends within LISTEN_TIMEOUT_S)."""
+        self._closed.set()
+        self._listening = False
+        self._wake_all()

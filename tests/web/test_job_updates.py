@@ -1,0 +1,160 @@
+"""Long polls and streams woken by the worker's messages, with real Redis and worker."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import pytest
+from redis import Redis
+
+from studychat.chat.answer_stream import deltas_key, ended_key, has_ended, mark_ended
+from studychat.web.job_updates import JobUpdates
+from studychat.web.services import services
+from tests.support.polling import wait_for
+from tests.support.upstream import control
+
+pytestmark = pytest.mark.timeout(60)
+
+CHAT = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+@contextmanager
+def commands_on(connection: Redis, key: str) -> Iterator[list[str]]:
+    """Every command Redis runs on `key` while the block runs (Redis's MONITOR)."""
+    seen: list[str] = []
+    stop = f"end-of-monitor-{uuid.uuid4()}"
+    ready = threading.Event()
+
+    def watch() -> None:
+        with connection.monitor() as monitor:
+            ready.set()
+            for command in monitor.listen():
+                if stop in command["command"]:
+                    return
+                if key in command["command"]:
+                    seen.append(command["command"])
+
+    thread = threading.Thread(target=watch, daemon=True)
+    thread.start()
+    ready.wait(5)
+    wait_for(lambda: "monitor" in str(connection.client_list()))
+    try:
+        yield seen
+    finally:
+        connection.echo(stop)
+        thread.join(10)
+
+
+@contextmanager
+def waiting_in_background(updates: JobUpdates, job_id: str, seconds: float) -> Iterator[list[bool]]:
+    """Wait on a thread for the job to end; whether it did is in the list after the block."""
+    result: list[bool] = []
+    connection = updates.connection
+
+    def wait() -> None:
+        result.append(updates.wait_for(job_id, seconds, lambda: has_ended(connection, job_id)))
+
+    thread = threading.Thread(target=wait)
+    thread.start()
+    wait_for(lambda: updates.waiting() == 1)
+    try:
+        yield result
+    finally:
+        thread.join(seconds + 5)
+
+
+def end_job(connection: Redis, job_id: str) -> None:
+    """What the worker does once a job's outcome is stored: the end marker and its message."""
+    with connection.pipeline() as pipeline:
+        mark_ended(pipeline, job_id, ttl=60)
+        pipeline.execute()
+
+
+def listening(connection: Redis) -> JobUpdates:
+    updates = JobUpdates(connection)
+    updates.wait_for("warm-up", 0.01, lambda: False)  # the first wait starts the subscription
+    wait_for(lambda: updates.listening)
+    return updates
+
+
+def test_a_long_poll_looks_at_the_end_marker_only_when_woken(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    start_worker(own_stack_env)
+    control(upstream, {"latency": 1.5})
+    client = own_app.test_client()
+    job_id = client.post("/chat", json=CHAT).get_json()["jobId"]
+    with commands_on(connection, ended_key(job_id)) as looks:
+        answer = client.post("/check_response", json={"jobId": job_id, "wait": 20})
+    assert answer.status_code == 200
+    assert "response" in answer.get_json()
+    # Looking every 0.2 s through the model's 1.5 s would have been 7 looks or more; woken,
+    # a poll looks when it starts and when its message comes (plus at most one while the
+    # process's subscription is being made).
+    assert 1 <= len([look for look in looks if "EXISTS" in look.upper()]) <= 3
+    assert services(own_app).job_updates.waiting() == 0
+
+
+def test_an_open_stream_reads_the_deltas_only_when_woken(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    start_worker(own_stack_env)
+    control(upstream, {"latency": 1.5})
+    client = own_app.test_client()
+    job_id = client.post("/chat", json=CHAT).get_json()["jobId"]  # not streamed: one delta
+    with commands_on(connection, deltas_key(job_id)) as looks:
+        events = client.get(f"/stream/{job_id}").get_data(as_text=True)
+    assert "event: done" in events
+    # As for the long poll: 7 reads or more at one per 0.2 s, here one per message.
+    assert 1 <= len([look for look in looks if "XREAD" in look.upper()]) <= 3
+
+
+def test_a_wait_ends_when_the_job_ends(connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    with waiting_in_background(updates, job_id, 30) as result:
+        end_job(connection, job_id)
+    assert result == [True]
+    updates.close()
+
+
+def test_a_wait_runs_out_when_the_job_does_not_end(connection):
+    updates = listening(connection)
+    assert updates.wait_for(str(uuid.uuid4()), 0.3, lambda: 0) == 0
+    assert updates.waiting() == 0
+    updates.close()
+
+
+def test_a_wait_ends_although_its_message_came_while_the_subscription_was_down(connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    with waiting_in_background(updates, job_id, 30) as result:
+        connection.client_kill_filter(_type="pubsub")
+        end_job(connection, job_id)  # published before or after the subscription is back
+    assert result == [True]
+    wait_for(lambda: updates.listening)
+    updates.close()
+
+
+def test_a_job_that_ended_before_the_wait_needs_no_message(connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    end_job(connection, job_id)
+    assert updates.wait_for(job_id, 30, lambda: has_ended(connection, job_id)) is True
+    updates.close()
+
+
+def test_waits_look_for_themselves_while_redis_is_away(own_redis, connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    own_redis.stop()
+    wait_for(lambda: not updates.listening)
+    own_redis.start()
+    # Back, but the subscription may not be yet: the wait must not depend on it.
+    with waiting_in_background(updates, job_id, 30) as result:
+        end_job(connection, job_id)
+    assert result == [True]
+    updates.close()
