@@ -114,6 +114,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--no-chart", action="store_true", help="skip chart.png")
     add("--profile", action="store_true", help="py-spy web and worker (see --logs)")
     add(
+        "--rate-limits",
+        action="store_true",
+        help="check rate limits on every chat (never reached), to measure what they cost",
+    )
+    add(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -358,7 +363,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # A fresh folder per benchmark: nothing of an earlier one is overwritten or deleted.
     args.logs = args.logs / time.strftime("%Y%m%d-%H%M%S")
     rows = []
-    with BenchStack(args.logs, args.latency, args.jitter) as stack:
+    with BenchStack(args.logs, args.latency, args.jitter, args.rate_limits) as stack:
         for kind, shape, participants in runs:
             rows.append(one_run(stack, args, kind, shape, participants))
             print_run(rows[-1])
