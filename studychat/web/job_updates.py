@@ -1,12 +1,13 @@
 """Wakes the long polls and streams of a web process when the worker writes to their job.
 
 A long poll (/check_response with "wait") used to look at its job's end marker, and an
-open stream (GET /stream) at its job's deltas, every 0.2 s: a Redis round trip per
-waiting request five times a second, which at a thousand open long polls was a third of
-the machine. Now the worker publishes a job's id on one channel whenever it writes
-deltas or the outcome (answer_stream.UPDATES_CHANNEL), and each web process holds one
-subscription to it, on a thread of its own: a waiting request looks once, then sleeps
-until its job's next message or its deadline.
+open stream (GET /stream) at its job's deltas, every 0.2 s: five Redis commands a second
+per waiting request, 9 % of the web's CPU in the benchmark's long-poll load
+(docs/benchmark.md), and load on a Redis that some hosted plans bill per command. Now
+the worker publishes a job's id on one channel whenever it writes deltas or the outcome
+(answer_stream.UPDATES_CHANNEL), and each web process holds one subscription to it, on
+a thread of its own: a waiting request looks once, then sleeps until its job's next
+message or its deadline.
 
 A message can be lost only while the subscription is down. So a request relies on
 messages only while the subscription is known to be up; otherwise it looks every
