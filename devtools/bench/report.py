@@ -231,8 +231,8 @@ def cpu_table(rows: Sequence[Mapping[str, Any]]) -> str:
     titles = [f"{name} ms" for name in CPU_PROCESSES]
     lines = [
         "| worker | load | N | " + " | ".join(titles) + " | machine busy | others' CPU s "
-        "| model calls at once |",
-        "|" + "---|" * (len(titles) + 6),
+        "| reference ms | model calls at once |",
+        "|" + "---|" * (len(titles) + 7),
     ]
     for row in rows:
         per_answer = row.get("cpu_ms_per_answer") or {}
@@ -243,6 +243,6 @@ def cpu_table(rows: Sequence[Mapping[str, Any]]) -> str:
             + " | ".join(cells)
             + " | "
             f"{'-' if busy is None else f'{busy:.0%}'} | {fmt(row.get('others_cpu_s'), 0)} | "
-            f"{fmt(row.get('upstream_max_in_flight'))} |"
+            f"{fmt(row.get('reference_ms'), 0)} | {fmt(row.get('upstream_max_in_flight'))} |"
         )
     return "\n".join(lines)

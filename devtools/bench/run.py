@@ -32,6 +32,7 @@ from typing import Any
 
 from devtools.bench.chart import draw_chart
 from devtools.bench.load_client import LoadPlan, LoadResult, simulate
+from devtools.bench.machine_speed import reference_ms
 from devtools.bench.profile import Profiler
 from devtools.bench.report import (
     common_window,
@@ -196,6 +197,7 @@ def one_run(
     plan = make_plan(args, kind, shape, participants)
     busy_before = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
     load_before = os.getloadavg()[0]
+    speed_before = reference_ms()
     with stack.service(kind, env_overrides(args)) as (web, worker):
         pids = {"web": web.pid, "worker": worker.pid, **stack.shared_pids()}
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, worker.pid):
@@ -211,6 +213,7 @@ def one_run(
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
     row["load_average_before"] = load_before
     row["machine_busy_before"] = busy_before
+    row["reference_ms"] = speed_before
     # Model calls at once: the worker's concurrency at work (WORKER_CONCURRENCY caps it).
     row["upstream_max_in_flight"] = upstream.get("max_in_flight")
     row["targets"] = goals(row)
@@ -294,7 +297,8 @@ def print_run(row: Mapping[str, Any]) -> None:
         f"{row['errors']} errors{cut}; needs {row['cores_needed']:.2f} cores"
         f"{'' if row['fits_machine'] else ' (MORE THAN THE MACHINE HAS: check the figures)'}; "
         f"machine {row['machine_cpu_busy']:.0%} busy "
-        f"({row['others_cpu_s']:.0f} CPU s not ours); CPU ms per answer: {cpu}",
+        f"({row['others_cpu_s']:.0f} CPU s not ours), reference loop {row['reference_ms']:.0f} ms; "
+        f"CPU ms per answer: {cpu}",
         flush=True,
     )
 
@@ -330,7 +334,9 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
         markdown_table(rows),
         "",
         "CPU milliseconds per answer, by process (bench: the load generator); machine busy:"
-        " all cores, anyone's work; others' CPU s: what was not this benchmark's.",
+        " all cores, anyone's work; others' CPU s: what was not this benchmark's; reference"
+        " ms: CPU time of a fixed Python loop just before the run (the machine's speed at"
+        " that moment; devtools/bench/machine_speed.py).",
         "",
         cpu_table(rows),
         "",

@@ -128,14 +128,13 @@ def test_cpu_table_shows_ms_per_answer_and_the_machine():
         "cpu_ms_per_answer": {"web": 8.71, "worker": 10.3, "all": 24.3},
         "machine_cpu_busy": 0.995,
         "others_cpu_s": 11.2,
+        "reference_ms": 512.4,
         "upstream_max_in_flight": 180,
     }
     table = cpu_table([row]).splitlines()
     assert table[0].startswith("| worker | load | N | web ms | worker ms |")
-    assert (
-        table[2]
-        == "| concurrent | spread | 200 | 8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 180 |"
-    )
+    cells = "8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 512 | 180"
+    assert table[2] == f"| concurrent | spread | 200 | {cells} |"
 
 
 def test_cpu_between_two_moments_is_interpolated_from_the_samples():

@@ -20,7 +20,7 @@ ROW_FIELDS = {
     "ideal_per_s", "ratio_to_ideal", "p50_s", "p90_s", "p99_s", "max_s", "latency_lower_bound",
     "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
-    "machine_busy_before", "upstream_max_in_flight", "window_s", "window_answers",
+    "machine_busy_before", "reference_ms", "upstream_max_in_flight", "window_s", "window_answers",
     "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
 }  # fmt: skip
 
