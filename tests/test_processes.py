@@ -68,6 +68,24 @@ def test_chat_flow_over_real_http(web):
     assert answer["response"]["object"] == "chat.completion"
 
 
+def test_a_long_poll_under_gunicorn_wakes_and_the_web_still_stops_at_once(
+    stack_env, worker, tmp_path
+):
+    port = free_port()
+    server = WebServer(process_env(stack_env) | {"PORT": str(port)}, port=port, directory=tmp_path)
+    with server:
+        base = f"http://127.0.0.1:{port}"
+        _, _, body = call(base, "/chat", {"messages": [{"role": "user", "content": "hi"}]})
+        job_id = json.loads(body)["jobId"]
+        # Woken on gevent by the process's subscription (a greenlet of its own).
+        status, _, body = call(base, "/check_response", {"jobId": job_id, "wait": 8})
+        assert status == 200
+        assert json.loads(body)["response"]["object"] == "chat.completion"
+        server.signal_stop()
+        # The subscription holds no request open: gunicorn's graceful stop is immediate.
+        assert server.wait_exit(timeout=5) == 0
+
+
 def test_save_and_participation_over_real_http(web, participant_id):
     record = {"participantId": participant_id, "messages": [], "tasks": {}, "condition": 1}
     assert call(web, "/check_participation", {"id": participant_id})[0] == 204
