@@ -82,12 +82,17 @@ def enqueue_chat(
         kwargs["stream"] = True
     if session:
         kwargs["session"] = session
-    job = queue.enqueue(
-        CHAT_JOB,
-        kwargs=kwargs,
-        job_id=job_id,
-        job_timeout=job_timeout(settings),
-        result_ttl=settings.RESULT_TTL_S,
-        failure_ttl=settings.RESULT_TTL_S,
-    )
+    # One transaction, one round trip: without a pipeline of ours RQ makes two (the
+    # queue's name in its set of queues, then the job and its place on the queue).
+    with queue.connection.pipeline() as pipeline:
+        job = queue.enqueue(
+            CHAT_JOB,
+            kwargs=kwargs,
+            job_id=job_id,
+            job_timeout=job_timeout(settings),
+            result_ttl=settings.RESULT_TTL_S,
+            failure_ttl=settings.RESULT_TTL_S,
+            pipeline=pipeline,
+        )
+        pipeline.execute()
     return job.id

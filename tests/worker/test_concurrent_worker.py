@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import json
+import re
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 from rq.job import JobStatus
@@ -42,6 +46,27 @@ def test_jobs_are_taken_only_when_a_slot_is_free(
     assert make_queue(connection).count == 7
     assert upstream_stats(upstream)["max_in_flight"] == 5
     assert answer_all(client, job_ids) == [200] * 12
+
+
+def test_rq_info_reads_the_queue_and_the_jobs_in_flight(
+    own_app, own_stack_env, start_worker, upstream, connection, own_redis
+):
+    control(upstream, {"latency": 3.0})
+    start_worker(own_stack_env | {"WORKER_CONCURRENCY": "2"})
+    client = own_app.test_client()
+    job_ids = start_chats(client, 5)
+    wait_for(lambda: calls_in_flight(upstream, connection) == 2)
+    info = subprocess.run(
+        [str(Path(sys.executable).parent / "rq"), "info", "--url", own_redis.url],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert info.returncode == 0, info.stderr
+    # RQ's own tool sees what the service did: 3 waiting, 2 running, 1 worker.
+    assert re.search(r"^chat\s+\|\S* 3, 2 executing, 0 finished, 0 failed$", info.stdout, re.M)
+    assert "1 workers, 1 queues" in info.stdout
+    assert answer_all(client, job_ids) == [200] * 5
 
 
 def test_status_and_registries_right_for_every_job(
