@@ -3,8 +3,8 @@
 A virtual machine gives the same code different speeds from one minute to the next, as
 its host's other guests come and go: on the development machine this loop took from 187
 to 311 ms between benchmark runs within 20 minutes, with nothing else of ours running.
-CPU per answer moves with it. Each run records the loop's time just before it starts, so that two runs can
-be compared: figures from a slower moment carry a higher reference.
+CPU per answer moves with it. Each run records the loop's time just before it starts,
+so that two runs can be compared: figures from a slower moment carry a higher reference.
 """
 
 from __future__ import annotations

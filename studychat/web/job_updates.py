@@ -70,19 +70,26 @@ class JobUpdates:
         if seconds <= 0:
             return look()
         deadline = time.monotonic() + seconds
-        with self._watching(job_id) as woken:
-            while not (seen := look()):
+        with self.watching(job_id) as woken:
+            while True:
+                woken.clear()  # before the look: what comes during it wakes the next sleep
+                seen = look()
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    break
-                # Sleep until the message, unless one could be missed: then look again soon.
-                woken.wait(remaining if self._listening else min(POLL_EVERY_S, remaining))
-                woken.clear()
-        return seen
+                if seen or remaining <= 0:
+                    return seen
+                self.sleep(woken, remaining)
+
+    def sleep(self, woken: threading.Event, seconds: float) -> None:
+        """Sleep until `woken` is set or `seconds` pass; only 0.2 s while nobody listens."""
+        woken.wait(seconds if self._listening else min(POLL_EVERY_S, seconds))
 
     @contextmanager
-    def _watching(self, job_id: str) -> Iterator[threading.Event]:
-        """An event set when the worker writes to `job_id`, registered before the next look."""
+    def watching(self, job_id: str) -> Iterator[threading.Event]:
+        """An event set whenever the worker writes to `job_id` while the block runs.
+
+        Clear it before each look at Redis and sleep on it after: nothing written after
+        the look began is missed.
+        """
         self._start_once()
         woken = threading.Event()
         with self._lock:

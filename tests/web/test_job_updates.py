@@ -112,6 +112,25 @@ def test_an_open_stream_reads_the_deltas_only_when_woken(
     assert 1 <= len([look for look in looks if "XREAD" in look.upper()]) <= 3
 
 
+def test_a_streamed_answer_is_read_once_per_batch_of_deltas(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    start_worker(own_stack_env)
+    control(upstream, {"latency": 1.5})
+    client = own_app.test_client()
+    body = {"messages": [{"role": "user", "content": "one two three four five"}], "stream": True}
+    job_id = client.post("/chat", json=body).get_json()["jobId"]
+    with commands_on(connection, deltas_key(job_id)) as commands:
+        events = client.get(f"/stream/{job_id}").get_data(as_text=True)
+    assert "event: done" in events
+    kinds = [command.split()[0].upper() for command in commands]
+    first_batch = kinds.index("XADD")
+    # While the model thinks (1.5 s) the stream reads once, not every 0.2 s (7 times or
+    # more); then once for each batch of deltas the worker adds (the end marker is one).
+    assert kinds[:first_batch].count("XREAD") <= 2
+    assert kinds.count("XREAD") <= kinds.count("XADD") + 2
+
+
 def test_a_wait_ends_when_the_job_ends(connection):
     updates = listening(connection)
     job_id = str(uuid.uuid4())

@@ -13,7 +13,6 @@ import json
 import re
 import time
 from collections.abc import Iterator
-from functools import partial
 
 from flask import Blueprint, Response, request, stream_with_context
 from redis import Redis
@@ -85,28 +84,36 @@ def stream(job_id: str):
 
 
 def relay(connection: Redis, updates: JobUpdates, job_id: str, after: str) -> Iterator[str]:
-    """The job's events: deltas as they come, then its outcome."""
+    """The job's events: deltas as they come, then its outcome.
+
+    Redis is read once each time the worker writes to the job (see job_updates), so a
+    batch of deltas is relayed at once and costs one read.
+    """
     # Sent at once, so the participant's browser knows the stream is open.
     yield ": connected\n\n"
     sent_text = after != "0"
-    while True:
-        entries = updates.wait_for(
-            job_id, KEEPALIVE_S, partial(read_deltas, connection, job_id, after)
-        )
-        for entry_id, text in entries:
-            if text is None:
-                yield from final_events(
-                    connection, job_id, read_state(connection, job_id), sent_text
-                )
-                return
-            after, sent_text = entry_id, True
-            yield sse("delta", {"content": text}, event_id=entry_id)
-        if not entries:
-            state = read_state(connection, job_id)
-            if state.over:
-                yield from final_events(connection, job_id, state, sent_text)
-                return
-            yield ": waiting for the model\n\n"
+    with updates.watching(job_id) as woken:
+        quiet_since = time.monotonic()
+        while True:
+            woken.clear()
+            entries = read_deltas(connection, job_id, after)
+            for entry_id, text in entries:
+                if text is None:
+                    state = read_state(connection, job_id)
+                    yield from final_events(connection, job_id, state, sent_text)
+                    return
+                after, sent_text = entry_id, True
+                yield sse("delta", {"content": text}, event_id=entry_id)
+            if entries:
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= KEEPALIVE_S:
+                state = read_state(connection, job_id)
+                if state.over:
+                    yield from final_events(connection, job_id, state, sent_text)
+                    return
+                yield ": waiting for the model\n\n"
+                quiet_since = time.monotonic()
+            updates.sleep(woken, KEEPALIVE_S - (time.monotonic() - quiet_since))
 
 
 def final_events(connection: Redis, job_id: str, state: JobState, sent_text: bool) -> Iterator[str]:
