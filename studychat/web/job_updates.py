@@ -107,7 +107,9 @@ class JobUpdates:
         """Start listening on first use, in the process that serves (after gunicorn forks)."""
         with self._lock:
             if self._thread is None and not self._closed.is_set():
-                self._thread = threading.Thread(target=self._listen, name="job-ends", daemon=True)
+                self._thread = threading.Thread(
+                    target=self._listen, name="job-updates", daemon=True
+                )
                 self._thread.start()
 
     def _listen(self) -> None:
@@ -133,6 +135,7 @@ class JobUpdates:
                 continue
             if message["type"] == "subscribe":
                 backoff.reset()
+                outage_watch.REDIS.succeeded()
                 self._listening = True
                 self._wake_all()  # what came while nobody listened is looked at again
             elif message["type"] == "message":

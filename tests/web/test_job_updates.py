@@ -10,6 +10,7 @@ from contextlib import contextmanager
 import pytest
 from redis import Redis
 
+from studychat import outage_watch
 from studychat.chat.answer_stream import deltas_key, ended_key, has_ended, mark_ended
 from studychat.web.job_updates import JobUpdates
 from studychat.web.services import services
@@ -166,12 +167,16 @@ def test_a_job_that_ended_before_the_wait_needs_no_message(connection):
     updates.close()
 
 
-def test_waits_look_for_themselves_while_redis_is_away(own_redis, connection):
+def test_waits_look_for_themselves_while_redis_is_away(own_redis, connection, caplog):
+    outage_watch.REDIS.succeeded()  # no outage left over from another test of this process
     updates = listening(connection)
     job_id = str(uuid.uuid4())
     own_redis.stop()
     wait_for(lambda: not updates.listening)
     own_redis.start()
+    # The outage is said once each way, as by every other loop that rides through one.
+    wait_for(lambda: "Redis is back after" in caplog.text)
+    assert "Redis unavailable" in caplog.text
     # Back, but the subscription may not be yet: the wait must not depend on it.
     with waiting_in_background(updates, job_id, 30) as result:
         end_job(connection, job_id)
