@@ -12,8 +12,10 @@ message or its deadline.
 A message can be lost only while the subscription is down. So a request relies on
 messages only while the subscription is known to be up; otherwise it looks every
 0.2 s, as before. Whenever the subscription is (re)established every waiting request is
-woken to look again, which covers what was published while it was down. What is stored
-in Redis stays the truth; a message only says when to look.
+woken to look again, which covers what was published while it was down. A connection
+that hangs without closing is found too: a quiet subscription is pinged every 5 s and
+made anew when it gives no sign of life for 15 s. What is stored in Redis stays the
+truth; a message only says when to look.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TypeVar
 
 from redis import Redis
 from redis.client import PubSub
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 from studychat import outage_watch
 from studychat.chat.answer_stream import POLL_EVERY_S, UPDATES_CHANNEL
@@ -38,13 +41,26 @@ T = TypeVar("T")
 
 # How long one read of the subscription waits for a message before looking again.
 LISTEN_TIMEOUT_S = 1.0
+# A quiet subscription is asked for a sign of life this often; one that gives none for
+# SILENCE_LIMIT_S is taken for dead (a connection can hang without ever closing) and
+# made anew, while waiting requests look for themselves.
+PING_EVERY_S = 5.0
+SILENCE_LIMIT_S = 15.0
+ALIVE = "job-updates-alive"
 
 
 class JobUpdates:
     """One web process's subscription to job updates, and the requests waiting on it."""
 
-    def __init__(self, connection: Redis) -> None:
+    def __init__(
+        self,
+        connection: Redis,
+        ping_every_s: float = PING_EVERY_S,
+        silence_limit_s: float = SILENCE_LIMIT_S,
+    ) -> None:
         self.connection = connection
+        self.ping_every_s = ping_every_s
+        self.silence_limit_s = silence_limit_s
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
         self._listening = False
@@ -129,17 +145,28 @@ class JobUpdates:
                 pubsub.close()
 
     def _read_messages(self, pubsub: PubSub, backoff: Backoff) -> None:
+        heard = pinged = time.monotonic()
         while not self._closed.is_set():
-            message = pubsub.get_message(timeout=LISTEN_TIMEOUT_S)
-            if message is None:
-                continue
-            if message["type"] == "subscribe":
-                backoff.reset()
-                outage_watch.REDIS.succeeded()
-                self._listening = True
-                self._wake_all()  # what came while nobody listened is looked at again
-            elif message["type"] == "message":
-                self._wake(message["data"].decode())
+            message = pubsub.get_message(timeout=min(LISTEN_TIMEOUT_S, self.ping_every_s))
+            now = time.monotonic()
+            if message is not None:
+                heard = now
+                self._handle(message, backoff)
+            elif now - heard > self.silence_limit_s:
+                raise RedisConnectionError("no sign of life on the job updates subscription")
+            elif now - pinged >= self.ping_every_s:
+                pubsub.ping(ALIVE)  # its pong is a message like any other
+                pinged = now
+
+    def _handle(self, message: dict, backoff: Backoff) -> None:
+        """A message of the subscription: (re)subscribed, or a job was written to."""
+        if message["type"] == "subscribe":
+            backoff.reset()
+            outage_watch.REDIS.succeeded()
+            self._listening = True
+            self._wake_all()  # what came while nobody listened is looked at again
+        elif message["type"] == "message":
+            self._wake(message["data"].decode())
 
     def _stop_relying(self, error: Exception) -> None:
         """Waiting requests look for themselves until the subscription is back."""

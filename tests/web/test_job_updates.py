@@ -182,3 +182,19 @@ def test_waits_look_for_themselves_while_redis_is_away(own_redis, connection, ca
         end_job(connection, job_id)
     assert result == [True]
     updates.close()
+
+
+def test_a_subscription_that_hangs_without_closing_is_made_anew(connection):
+    updates = JobUpdates(connection, ping_every_s=0.2, silence_limit_s=1.0)
+    updates.wait_for("warm-up", 0.01, lambda: False)  # the first wait starts the subscription
+    wait_for(lambda: updates.listening)
+    connection.client_pause(4000)  # Redis answers nobody for 4 s, and closes nothing
+    # Its sign of life unanswered, the subscription is no longer relied on...
+    wait_for(lambda: not updates.listening, timeout=10)
+    # ...and once Redis answers again it is made anew.
+    wait_for(lambda: updates.listening, timeout=30)
+    job_id = str(uuid.uuid4())
+    with waiting_in_background(updates, job_id, 30) as result:
+        end_job(connection, job_id)
+    assert result == [True]
+    updates.close()
