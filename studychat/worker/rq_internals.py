@@ -16,8 +16,14 @@ WORKER_METHODS: dict[str, tuple[str, ...]] = {
     "bootstrap": ("logging_level",),
     "teardown": (),
     "register_birth": (),
-    "prepare_execution": ("job",),
     "perform_job": ("job", "queue"),
+    # the hooks of perform_job the worker overrides (PERFORM_JOB_HOOKS)
+    "prepare_job_execution": ("job", "remove_from_intermediate_queue"),
+    "handle_execution_ended": ("job", "queue", "heartbeat_ttl"),
+    "handle_job_success": ("job", "queue", "started_job_registry"),
+    "increment_successful_job_count": ("pipeline",),
+    "increment_total_working_time": ("job_execution_time", "pipeline"),
+    "cleanup_execution": ("job", "pipeline"),
     "heartbeat": ("timeout", "pipeline"),
     "set_state": ("state", "pipeline"),
     "set_current_job_id": ("job_id", "pipeline"),
@@ -27,6 +33,13 @@ WORKER_METHODS: dict[str, tuple[str, ...]] = {
     "subscribe": (),
     "handle_payload": ("message",),
 }
+# BaseWorker.perform_job calls these; the worker overrides them to record a job's start
+# with the others taken at the same time, and its success in one transaction.
+PERFORM_JOB_HOOKS: tuple[str, ...] = (
+    "prepare_job_execution",
+    "handle_execution_ended",
+    "handle_job_success",
+)
 # Attributes of a BaseWorker instance the worker reads or sets.
 WORKER_ATTRIBUTES: tuple[str, ...] = (
     "_state",
@@ -60,9 +73,29 @@ DEQUEUE_ANY_PARAMETERS: tuple[str, ...] = (
 INTERMEDIATE_QUEUE_METHODS: tuple[str, ...] = ("get_job_ids", "set_first_seen", "get_first_seen")
 # Execution methods the worker and recovery call, with parameters passed by name.
 EXECUTION_METHODS: dict[str, tuple[str, ...]] = {
+    "create": ("job", "ttl", "pipeline", "worker_name"),
     "heartbeat": ("started_job_registry", "ttl", "pipeline"),
     "delete": ("job", "pipeline"),
 }
+# Job methods the worker calls while recording a job's start and success, with the
+# parameters it passes by name.
+JOB_METHODS: dict[str, tuple[str, ...]] = {
+    "prepare_for_execution": ("worker_name", "pipeline"),
+    "restore": ("raw_data",),
+    "get_result_ttl": ("default_ttl",),
+    "_handle_success": (
+        "result_ttl",
+        "pipeline",
+        "worker_name",
+        "execution_id",
+        "execution_started_at",
+        "execution_ended_at",
+    ),
+    "cleanup": ("ttl", "pipeline", "remove_from_queue"),
+}
+# Job attributes the worker reads: the prefix of a job's hash, as the take script builds
+# it, and RQ's count of repeats (a repeating job is left to RQ's own success handling).
+JOB_ATTRIBUTES: tuple[str, ...] = ("redis_job_namespace_prefix", "repeats_left")
 # Attributes the shared watchdog reads from rq.timeouts.BaseDeathPenalty.
 DEATH_PENALTY_ATTRIBUTES: tuple[str, ...] = ("_timeout", "_exception")
 # The started registry keeps `<job id>:<execution id>` members scored by when their

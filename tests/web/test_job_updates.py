@@ -15,38 +15,12 @@ from studychat.chat.answer_stream import deltas_key, ended_key, has_ended, mark_
 from studychat.web.job_updates import JobUpdates
 from studychat.web.services import services
 from tests.support.polling import wait_for
+from tests.support.redis_monitor import commands_on
 from tests.support.upstream import control
 
 pytestmark = pytest.mark.timeout(60)
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}]}
-
-
-@contextmanager
-def commands_on(connection: Redis, key: str) -> Iterator[list[str]]:
-    """Every command Redis runs on `key` while the block runs (Redis's MONITOR)."""
-    seen: list[str] = []
-    stop = f"end-of-monitor-{uuid.uuid4()}"
-    ready = threading.Event()
-
-    def watch() -> None:
-        with connection.monitor() as monitor:
-            ready.set()
-            for command in monitor.listen():
-                if stop in command["command"]:
-                    return
-                if key in command["command"]:
-                    seen.append(command["command"])
-
-    thread = threading.Thread(target=watch, daemon=True)
-    thread.start()
-    ready.wait(5)
-    wait_for(lambda: "monitor" in str(connection.client_list()))
-    try:
-        yield seen
-    finally:
-        connection.echo(stop)
-        thread.join(10)
 
 
 @contextmanager

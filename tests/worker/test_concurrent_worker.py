@@ -16,6 +16,7 @@ from rq.registry import clean_registries
 from studychat.chat.task_queue import make_queue
 from tests.support.chat_helpers import fetch_job, start_chats
 from tests.support.polling import poll_answer, wait_for
+from tests.support.redis_monitor import commands_on
 from tests.support.upstream import calls_in_flight, control, upstream_requests, upstream_stats
 
 pytestmark = pytest.mark.timeout(120)
@@ -46,6 +47,20 @@ def test_jobs_are_taken_only_when_a_slot_is_free(
     assert make_queue(connection).count == 7
     assert upstream_stats(upstream)["max_in_flight"] == 5
     assert answer_all(client, job_ids) == [200] * 12
+
+
+def test_jobs_waiting_together_are_taken_in_one_round_trip(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    client = own_app.test_client()
+    job_ids = start_chats(client, 20)  # a burst waits before the worker is up
+    with commands_on(connection, "rq:queue:chat") as seen:
+        start_worker(own_stack_env | {"WORKER_CONCURRENCY": "50"})
+        assert answer_all(client, job_ids) == [200] * 20
+    takes = [command.split()[0] for command in seen]
+    takes = [name for name in takes if name in ("EVALSHA", "BLMOVE", "LMOVE")]
+    # One script moved all 20 (its LMOVEs show inside it); RQ's dequeue takes one a trip.
+    assert takes[:21] == ["EVALSHA"] + ["LMOVE"] * 20
 
 
 def test_rq_info_reads_the_queue_and_the_jobs_in_flight(

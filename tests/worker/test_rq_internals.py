@@ -13,6 +13,7 @@ from redis import Redis
 from rq import Queue
 from rq.executions import Execution
 from rq.intermediate_queue import IntermediateQueue
+from rq.job import Job
 from rq.timeouts import BaseDeathPenalty, JobTimeoutException
 from rq.utils import parse_composite_key
 from rq.worker import BaseWorker
@@ -31,6 +32,23 @@ def test_worker_method(name, passed):
     method = getattr(BaseWorker, name)
     assert callable(method)
     assert set(passed) <= parameters(method), f"BaseWorker.{name} lost {passed}"
+
+
+@pytest.mark.parametrize("name", rq_internals.PERFORM_JOB_HOOKS)
+def test_perform_job_hook(name):
+    assert f"self.{name}(" in inspect.getsource(BaseWorker.perform_job)
+
+
+@pytest.mark.parametrize(("name", "passed"), sorted(rq_internals.JOB_METHODS.items()))
+def test_job_method(name, passed):
+    method = getattr(Job, name)
+    assert callable(method)
+    assert set(passed) <= parameters(method), f"Job.{name} lost {passed}"
+
+
+@pytest.mark.parametrize("name", rq_internals.JOB_ATTRIBUTES)
+def test_job_attribute(connection, name):
+    assert hasattr(Job(connection=connection), name), f"a Job has no {name} any more"
 
 
 @pytest.fixture()
