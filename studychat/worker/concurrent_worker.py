@@ -105,6 +105,7 @@ class ConcurrentWorker(BaseWorker):
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rq-job")
         self._stopped = threading.Event()
         self._take_script: Script | None = None
+        self._queue_drained = False
         # One log line per job is enough at hundreds of jobs a second (jobs.run_chat's).
         if not any(isinstance(each, QuietJobSuccess) for each in self.log.filters):
             self.log.addFilter(QuietJobSuccess())
@@ -223,14 +224,20 @@ class ConcurrentWorker(BaseWorker):
     def _take(self, slots: int) -> list[tuple[Job, Queue]]:
         """The jobs waiting now, up to `slots`; else the first to come within a short wait."""
         self.set_state(WorkerStatus.IDLE if not self.in_flight_count() else WorkerStatus.BUSY)
-        if self._take_script is not None:
-            queue = self._ordered_queues[0]
-            jobs = job_batches.take_waiting(self._take_script, queue, slots, self.job_class)
-            if jobs:
-                outage_watch.REDIS.succeeded()
-                return [(job, queue) for job in jobs]
-        job_and_queue = self._dequeue()
-        return [job_and_queue] if job_and_queue is not None else []
+        if self._take_script is None:
+            job_and_queue = self._dequeue()
+            return [job_and_queue] if job_and_queue is not None else []
+        queue, first = self._ordered_queues[0], None
+        # After a take that emptied the queue, wait for the next job as RQ does, rather
+        # than ask an empty queue once more first.
+        if self._queue_drained:
+            first = job_batches.wait_for_one(queue, self.dequeue_timeout)
+            if first is None:
+                return []
+        jobs = job_batches.take_waiting(self._take_script, queue, slots, self.job_class, first)
+        self._queue_drained = len(jobs) < slots
+        outage_watch.REDIS.succeeded()
+        return [(job, queue) for job in jobs]
 
     def _dequeue(self) -> tuple[Job, Queue] | None:
         """One job from the queues, or None after a short wait."""

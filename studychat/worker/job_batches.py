@@ -4,7 +4,8 @@ RQ takes a job with two round trips (BLMOVE to the queue's intermediate list, th
 job's hash) and records it as started with two more. Under load many jobs wait at once:
 here one script moves up to `limit` of them to the intermediate list, exactly where
 RQ's BLMOVE puts them, and returns their hashes, so that recovery and RQ's own tools
-see the same keys whichever way a job was taken.
+see the same keys whichever way a job was taken. On an empty queue the worker waits
+with BLMOVE as RQ does, and the script then reads that job's hash with the others.
 """
 
 from __future__ import annotations
@@ -20,7 +21,11 @@ LMOVE_SINCE = (6, 2, 0)
 
 TAKE_WAITING = """
 local taken = {}
-for _ = 1, tonumber(ARGV[1]) do
+if ARGV[3] ~= '' then
+  taken[1] = ARGV[3]
+  taken[2] = redis.call('HGETALL', ARGV[2] .. ARGV[3])
+end
+for _ = #taken / 2 + 1, tonumber(ARGV[1]) do
   local job_id = redis.call('LMOVE', KEYS[1], KEYS[2], 'LEFT', 'RIGHT')
   if not job_id then break end
   taken[#taken + 1] = job_id
@@ -44,10 +49,22 @@ def take_script(connection: Redis) -> Script:
     return connection.register_script(TAKE_WAITING)
 
 
-def take_waiting(script: Script, queue: Queue, limit: int, job_class: type[Job]) -> list[Job]:
-    """Up to `limit` jobs waiting on `queue`, now in its intermediate list; [] if none wait."""
+def wait_for_one(queue: Queue, timeout: int) -> str | None:
+    """The next job's id within `timeout` s, moved to the intermediate list as RQ moves it."""
+    connection = queue.connection
+    job_id = connection.blmove(queue.key, queue.intermediate_queue_key, timeout, "LEFT", "RIGHT")
+    return job_id.decode() if isinstance(job_id, bytes) else job_id
+
+
+def take_waiting(
+    script: Script, queue: Queue, limit: int, job_class: type[Job], first: str | None = None
+) -> list[Job]:
+    """Up to `limit` jobs, now in the intermediate list: `first` (taken already), then waiting.
+
+    [] when none wait and no `first` is given.
+    """
     keys = [queue.key, queue.intermediate_queue_key]
-    args: list[int | str] = [limit, job_class.redis_job_namespace_prefix]
+    args: list[int | str] = [limit, job_class.redis_job_namespace_prefix, first or ""]
     taken = script(keys=keys, args=args, client=queue.connection)
     jobs = []
     for job_id, fields in zip(taken[::2], taken[1::2], strict=True):

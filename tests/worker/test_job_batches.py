@@ -56,3 +56,19 @@ def test_a_job_whose_hash_is_gone_is_skipped_and_left_for_recovery(queue, connec
     connection.delete(Job.key_for(gone))
     assert [job.id for job in take(queue, 5)] == [kept]
     assert queue.intermediate_queue.get_job_ids() == [gone, kept]
+
+
+def test_a_job_waited_for_comes_first_with_those_waiting_behind_it(queue):
+    queued = enqueue(queue, 3)
+    first = job_batches.wait_for_one(queue, timeout=1)
+    assert first == queued[0]
+    script = job_batches.take_script(queue.connection)
+    taken = job_batches.take_waiting(script, queue, 2, Job, first=first)
+    assert [job.id for job in taken] == queued[:2]
+    assert queue.get_job_ids() == queued[2:]
+    assert queue.intermediate_queue.get_job_ids() == queued[:2]
+
+
+def test_waiting_on_an_empty_queue_gives_nothing_after_the_timeout(queue):
+    assert job_batches.wait_for_one(queue, timeout=1) is None
+    assert take(queue, 5) == []
