@@ -25,6 +25,7 @@ from typing import Any, TypeGuard
 from redis import Redis
 
 from studychat.chat.task_queue import job_timeout
+from studychat.redis_scripts import run_script
 from studychat.settings import Settings
 
 STUDY_SPENT = "budget:study:spent"
@@ -157,7 +158,9 @@ def admit(
         return None
     pid = participant_id or ""
     now = time.time()
-    verdict = connection.register_script(_ADMIT)(
+    verdict = run_script(
+        connection,
+        _ADMIT,
         keys=[
             STUDY_HELD,
             HOLDS,
@@ -193,7 +196,9 @@ def record_usage(
     """Count a finished call's tokens for its participant and the study; free its hold."""
     tokens = usage_tokens(usage)
     pid = participant_id or ""
-    connection.register_script(_SETTLE)(
+    run_script(
+        connection,
+        _SETTLE,
         keys=[STUDY_HELD, HOLDS, HOLD_DEADLINES, STUDY_SPENT, participant_spent_key(pid)],
         args=[PARTICIPANT_PREFIX, HELD_SUFFIX, job_id, tokens, pid],
     )
@@ -218,7 +223,9 @@ def forget(connection: Redis, budget_keys: Sequence[str], job_ids: Sequence[str]
     spent total keeps their tokens: it holds no personal data. Returns keys deleted.
     """
     if job_ids:
-        connection.register_script(_FORGET)(
+        run_script(
+            connection,
+            _FORGET,
             keys=[STUDY_HELD, HOLDS, HOLD_DEADLINES],
             args=[PARTICIPANT_PREFIX, HELD_SUFFIX, *job_ids],
         )

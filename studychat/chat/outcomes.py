@@ -16,6 +16,7 @@ from redis.client import Pipeline
 from rq.job import Job, JobStatus
 
 from studychat.chat.provenance import utc_iso
+from studychat.redis_scripts import run_script
 from studychat.store.chat_log import STREAM, delivery_entry
 
 OUTCOME_PREFIX = "chat:outcome:"
@@ -123,5 +124,5 @@ def mark_delivered(connection: Redis, state: JobState, job_id: str) -> None:
         return
     now = utc_iso()
     entry = json.dumps(delivery_entry(job_id, now))
-    script = connection.register_script(_MARK_DELIVERED_LUA)
-    script(keys=[outcome_key(job_id), STREAM], args=[now, entry])
+    keys = [outcome_key(job_id), STREAM]
+    run_script(connection, _MARK_DELIVERED_LUA, keys=keys, args=[now, entry])

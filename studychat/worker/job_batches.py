@@ -16,6 +16,8 @@ from rq.job import Job
 from rq.queue import Queue
 from rq.utils import get_version
 
+from studychat.redis_scripts import script_for
+
 # LMOVE, which RQ's dequeue uses for a single queue, came with Redis 6.2.
 LMOVE_SINCE = (6, 2, 0)
 
@@ -46,7 +48,7 @@ def take_script(connection: Redis) -> Script:
     A Redis that restarted has forgotten it; the script is then sent again on first use.
     """
     connection.script_load(TAKE_WAITING)
-    return connection.register_script(TAKE_WAITING)
+    return script_for(connection, TAKE_WAITING)
 
 
 def wait_for_one(queue: Queue, timeout: int) -> str | None:
