@@ -27,23 +27,30 @@ def parameters(function) -> set[str]:
     return set(inspect.signature(function).parameters)
 
 
-@pytest.mark.parametrize(("name", "passed"), sorted(rq_internals.WORKER_METHODS.items()))
-def test_worker_method(name, passed):
-    method = getattr(BaseWorker, name)
+# (class, method, parameters passed by name) of every method listed.
+METHODS = [
+    (owner, name, passed)
+    for owner, listed in (
+        (BaseWorker, rq_internals.WORKER_METHODS),
+        (Job, rq_internals.JOB_METHODS),
+        (Execution, rq_internals.EXECUTION_METHODS),
+    )
+    for name, passed in sorted(listed.items())
+]
+
+
+@pytest.mark.parametrize(
+    ("owner", "name", "passed"), METHODS, ids=[f"{o.__name__}.{n}" for o, n, _ in METHODS]
+)
+def test_method(owner, name, passed):
+    method = getattr(owner, name)
     assert callable(method)
-    assert set(passed) <= parameters(method), f"BaseWorker.{name} lost {passed}"
+    assert set(passed) <= parameters(method), f"{owner.__name__}.{name} lost {passed}"
 
 
 @pytest.mark.parametrize("name", rq_internals.PERFORM_JOB_HOOKS)
 def test_perform_job_hook(name):
     assert f"self.{name}(" in inspect.getsource(BaseWorker.perform_job)
-
-
-@pytest.mark.parametrize(("name", "passed"), sorted(rq_internals.JOB_METHODS.items()))
-def test_job_method(name, passed):
-    method = getattr(Job, name)
-    assert callable(method)
-    assert set(passed) <= parameters(method), f"Job.{name} lost {passed}"
 
 
 @pytest.mark.parametrize("name", rq_internals.JOB_ATTRIBUTES)
@@ -75,11 +82,6 @@ def test_intermediate_queue_method(connection, name):
     queue = Queue("contract", connection=connection)
     assert isinstance(queue.intermediate_queue, IntermediateQueue)
     assert callable(getattr(queue.intermediate_queue, name))
-
-
-@pytest.mark.parametrize(("name", "passed"), sorted(rq_internals.EXECUTION_METHODS.items()))
-def test_execution_method(name, passed):
-    assert set(passed) <= parameters(getattr(Execution, name))
 
 
 @pytest.mark.parametrize("name", rq_internals.DEATH_PENALTY_ATTRIBUTES)
