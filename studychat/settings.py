@@ -50,6 +50,9 @@ class ProcessSettings(BaseSettings):
         int, doc("Open connections (polls, streams) one web process may hold at once.")
     ] = 1000
     LOG_LEVEL: Annotated[str, doc("Logging level of web and worker.")] = "INFO"
+    LOG_PENDING_POLLS: Annotated[
+        bool, doc("Write an access line for each poll answered 'still processing' too.")
+    ] = False
 
 
 class Settings(ProcessSettings):

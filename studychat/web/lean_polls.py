@@ -32,6 +32,7 @@ from pydantic import ValidationError
 from redis import Redis
 
 from studychat.chat.outcomes import FAILED_STATUSES, mark_delivered, read_state
+from studychat.web.access_log import mark_pending_poll
 from studychat.web.request_ids import HEADER as REQUEST_ID_HEADER
 from studychat.web.request_ids import request_id_from
 from studychat.web.request_metrics import LATENCY, REQUESTS
@@ -125,7 +126,9 @@ class LeanPolls:
         body: bytes,
         started: float,
     ) -> Iterable[bytes]:
-        status, headers, _ = self.learned[origin]
+        status, headers, processing = self.learned[origin]
+        if body == processing:
+            mark_pending_poll(environ)
         request_id = request_id_from(environ.get(REQUEST_ID_KEY))
         sized = [
             (name, str(len(body)) if name == "Content-Length" else value) for name, value in headers

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from flask import Blueprint, Response, jsonify
+from flask import Blueprint, Response, jsonify, request
 
 from studychat.chat.answer_stream import has_ended
 from studychat.chat.budgets import PARTICIPANT, STUDY, admit_chat
@@ -13,6 +13,7 @@ from studychat.chat.provenance import utc_iso
 from studychat.chat.task_queue import enqueue_chat, new_job_id
 from studychat.exceptions import BadRequest
 from studychat.study import turns
+from studychat.web.access_log import mark_pending_poll
 from studychat.web.api_doc import RETRY_AFTER, documented, error, json_answer, post, ref
 from studychat.web.errors import error_response
 from studychat.web.response_schemas import ChatAnswer, JobAccepted, Processing
@@ -132,7 +133,7 @@ def check_response():
     if state.body is not None and not state.released:
         # A paced condition (min_reply_seconds): held back until its release time.
         if state.held_for > deadline - time.monotonic():
-            return jsonify(processing=True)
+            return still_processing()
         time.sleep(state.held_for)
     if state.body is not None:
         mark_delivered(connection, state, body.jobId)
@@ -141,4 +142,10 @@ def check_response():
         return error_response(404, UNKNOWN_JOB)
     if state.rq_status in FAILED_STATUSES:
         return error_response(502, FAILED_JOB)
+    return still_processing()
+
+
+def still_processing() -> Response:
+    """The answer to a poll that comes before the model's; left out of the access log."""
+    mark_pending_poll(request.environ)
     return jsonify(processing=True)
