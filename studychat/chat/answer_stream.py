@@ -2,9 +2,8 @@
 
 The worker appends each delta of text to a Redis stream per job, then an end marker
 in the same transaction that stores the answer. The web relays the stream as
-server-sent events (stream_routes.py); a late joiner reads it from the start, and
-a long poll (/check_response with "wait") watches the end marker alone. Each write
-also publishes the job's id on UPDATES_CHANNEL, so that waiting readers look again at
+server-sent events (stream_routes.py); a late joiner reads it from the start. Each
+write also publishes the job's id on UPDATES_CHANNEL, so that waiting readers look again at
 once instead of every 0.2 s (web/job_updates.py).
 
 Readers make short non-blocking reads rather than blocking ones: a blocked read would
@@ -23,7 +22,6 @@ from redis.client import Pipeline
 from studychat.chat.provenance import utc_iso
 
 DELTAS_PREFIX = "chat:deltas:"
-ENDED_PREFIX = "chat:ended:"
 # The channel that carries the id of a job whenever its deltas or its outcome are written.
 UPDATES_CHANNEL = "chat:updates"
 # Deltas are kept long enough to replay to a participant who reconnects; after that the
@@ -41,11 +39,6 @@ END = b"end"
 def deltas_key(job_id: str) -> str:
     """The Redis stream holding a job's deltas."""
     return DELTAS_PREFIX + job_id
-
-
-def ended_key(job_id: str) -> str:
-    """The Redis stream that receives one entry when a job ends."""
-    return ENDED_PREFIX + job_id
 
 
 class DeltaPublisher:
@@ -80,12 +73,10 @@ class DeltaPublisher:
         self.last_flush = time.monotonic()
 
 
-def mark_ended(pipeline: Pipeline, job_id: str, ttl: int) -> None:
+def mark_ended(pipeline: Pipeline, job_id: str) -> None:
     """Signal, on `pipeline`, that the job's outcome is stored."""
     pipeline.xadd(deltas_key(job_id), {END: "1"})
     pipeline.expire(deltas_key(job_id), DELTAS_TTL_S)
-    pipeline.xadd(ended_key(job_id), {END: "1"})
-    pipeline.expire(ended_key(job_id), ttl)
     pipeline.publish(UPDATES_CHANNEL, job_id)
 
 
@@ -97,11 +88,6 @@ def read_deltas(connection: Redis, job_id: str, after: str) -> list[tuple[str, s
     answer: Any = connection.xread({deltas_key(job_id): after}, count=500)
     entries = answer[0][1] if answer else []
     return [(entry_id.decode(), _text(fields)) for entry_id, fields in entries]
-
-
-def has_ended(connection: Redis, job_id: str) -> bool:
-    """Whether the job's outcome is stored (its end marker is there)."""
-    return bool(connection.exists(ended_key(job_id)))
 
 
 def _text(fields: dict[bytes, bytes]) -> str | None:

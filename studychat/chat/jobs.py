@@ -186,7 +186,7 @@ def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
     with job.connection.pipeline(transaction=True) as pipeline:
         ttl = job_context().settings.RESULT_TTL_S
         store_outcome(pipeline, job.id, ending.code, ending.body, ttl, turn_fields(turn, settled))
-        answer_stream.mark_ended(pipeline, job.id, ttl)
+        answer_stream.mark_ended(pipeline, job.id)
         chat_log.add_entry(pipeline, entry)
         job_metrics.record_job(
             pipeline, job, succeeded, ending.upstream_s, ending.facts["attempts"], usage

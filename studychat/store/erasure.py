@@ -26,7 +26,7 @@ from rq.job import Job
 from rq.results import Result
 
 from studychat.chat import budgets
-from studychat.chat.answer_stream import deltas_key, ended_key
+from studychat.chat.answer_stream import deltas_key
 from studychat.chat.outcomes import outcome_key
 from studychat.chat.task_queue import SERIALIZER, make_queue
 from studychat.store.chat_log import GROUP, STREAM
@@ -103,8 +103,8 @@ def forget_in_redis(
 
 
 def job_keys(job_id: str) -> list[str]:
-    """The keys the service keeps per job: its outcome and its delta and end streams."""
-    return [outcome_key(job_id), deltas_key(job_id), ended_key(job_id)]
+    """The keys the service keeps per job: its outcome and its stream of deltas."""
+    return [outcome_key(job_id), deltas_key(job_id)]
 
 
 def delete_job(connection: Redis, job_id: str) -> int:

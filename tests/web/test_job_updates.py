@@ -11,7 +11,8 @@ import pytest
 from redis import Redis
 
 from studychat import outage_watch
-from studychat.chat.answer_stream import deltas_key, ended_key, has_ended, mark_ended
+from studychat.chat.answer_stream import deltas_key, mark_ended, read_deltas
+from studychat.chat.outcomes import outcome_key
 from studychat.web.job_updates import JobUpdates
 from studychat.web.services import services
 from tests.support.polling import wait_for
@@ -21,6 +22,11 @@ from tests.support.upstream import control
 pytestmark = pytest.mark.timeout(60)
 
 CHAT = {"messages": [{"role": "user", "content": "hello"}]}
+
+
+def has_ended(connection: Redis, job_id: str) -> bool:
+    """Whether the job's stream of deltas holds its end marker (what end_job writes)."""
+    return any(text is None for _, text in read_deltas(connection, job_id, "0"))
 
 
 @contextmanager
@@ -44,7 +50,7 @@ def waiting_in_background(updates: JobUpdates, job_id: str, seconds: float) -> I
 def end_job(connection: Redis, job_id: str) -> None:
     """What the worker does once a job's outcome is stored: the end marker and its message."""
     with connection.pipeline() as pipeline:
-        mark_ended(pipeline, job_id, ttl=60)
+        mark_ended(pipeline, job_id)
         pipeline.execute()
 
 
@@ -55,21 +61,21 @@ def listening(connection: Redis) -> JobUpdates:
     return updates
 
 
-def test_a_long_poll_looks_at_the_end_marker_only_when_woken(
+def test_a_long_poll_reads_its_job_only_when_woken(
     own_app, own_stack_env, start_worker, upstream, connection
 ):
     start_worker(own_stack_env)
     control(upstream, {"latency": 1.5})
     client = own_app.test_client()
     job_id = client.post("/chat", json=CHAT).get_json()["jobId"]
-    with commands_on(connection, ended_key(job_id)) as looks:
+    with commands_on(connection, outcome_key(job_id)) as looks:
         answer = client.post("/check_response", json={"jobId": job_id, "wait": 20})
     assert answer.status_code == 200
     assert "response" in answer.get_json()
     # Looking every 0.2 s through the model's 1.5 s would have been 7 looks or more; woken,
     # a poll looks when it starts and when its message comes (plus at most one while the
     # process's subscription is being made).
-    assert 1 <= len([look for look in looks if "EXISTS" in look.upper()]) <= 3
+    assert 1 <= len([look for look in looks if "HMGET" in look.upper()]) <= 3
     assert services(own_app).job_updates.waiting() == 0
 
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 
 from flask import Blueprint, Response, jsonify, request
+from redis import Redis
 
-from studychat.chat.answer_stream import has_ended
 from studychat.chat.budgets import PARTICIPANT, STUDY, admit_chat
-from studychat.chat.outcomes import FAILED_STATUSES, mark_delivered, read_state
+from studychat.chat.outcomes import JobState, mark_delivered, read_state
 from studychat.chat.provenance import utc_iso
 from studychat.chat.task_queue import enqueue_chat, new_job_id
 from studychat.exceptions import BadRequest
@@ -125,11 +125,11 @@ def check_response():
     made = services()
     connection = made.redis
     deadline = time.monotonic() + body.wait
-    state = read_state(connection, body.jobId)
-    if not state.over and made.job_updates.wait_for(
-        body.jobId, body.wait, lambda: has_ended(connection, body.jobId)
-    ):
-        state = read_state(connection, body.jobId)
+    state = made.job_updates.wait_for(
+        body.jobId, body.wait, lambda: ended_state(connection, body.jobId)
+    )
+    if state is None:
+        return still_processing()
     if state.body is not None and not state.released:
         # A paced condition (min_reply_seconds): held back until its release time.
         if state.held_for > deadline - time.monotonic():
@@ -140,9 +140,13 @@ def check_response():
         return Response(state.body, status=state.status_code, mimetype="application/json")
     if state.rq_status is None:
         return error_response(404, UNKNOWN_JOB)
-    if state.rq_status in FAILED_STATUSES:
-        return error_response(502, FAILED_JOB)
-    return still_processing()
+    return error_response(502, FAILED_JOB)
+
+
+def ended_state(connection: Redis, job_id: str) -> JobState | None:
+    """The job's state once nothing more will happen to it (answered, failed, unknown)."""
+    state = read_state(connection, job_id)
+    return state if state.over else None
 
 
 def still_processing() -> Response:
