@@ -1,7 +1,8 @@
 """Token budgets per participant and for the whole study, counted atomically in Redis.
 
 Spending is what the model service reports (`usage.total_tokens`), added by the worker
-after each completion (`record_usage`). A cap alone would let every chat already in
+after each completion (`record_usage`, or `queue_usage` in the transaction that stores
+the answer). A cap alone would let every chat already in
 flight overshoot it, so admission also counts *holds*: the web admits a chat only while
 `spent + held < cap` (for the participant and for the study), and the admitted chat
 holds a provisional charge, an upper bound on what the call can cost, until the worker
@@ -23,9 +24,11 @@ from dataclasses import dataclass
 from typing import Any, TypeGuard
 
 from redis import Redis
+from redis.client import Pipeline
+from redis.exceptions import NoScriptError
 
 from studychat.chat.task_queue import job_timeout
-from studychat.redis_scripts import run_script
+from studychat.redis_scripts import run_script, script_for
 from studychat.settings import Settings
 
 STUDY_SPENT = "budget:study:spent"
@@ -195,14 +198,39 @@ def record_usage(
 ) -> int:
     """Count a finished call's tokens for its participant and the study; free its hold."""
     tokens = usage_tokens(usage)
-    pid = participant_id or ""
-    run_script(
-        connection,
-        _SETTLE,
-        keys=[STUDY_HELD, HOLDS, HOLD_DEADLINES, STUDY_SPENT, participant_spent_key(pid)],
-        args=[PARTICIPANT_PREFIX, HELD_SUFFIX, job_id, tokens, pid],
-    )
+    keys, args = _settle_params(job_id, participant_id, tokens)
+    run_script(connection, _SETTLE, keys=keys, args=args)
     return tokens
+
+
+def queue_usage(
+    pipeline: Pipeline, job_id: str, participant_id: str | None, usage: Mapping[str, Any] | None
+) -> None:
+    """Queue record_usage on `pipeline`, to take effect with the rest of its transaction.
+
+    The script is called by its SHA1 alone: a pipeline's Script would first ask Redis
+    whether it knows the script, a round trip of its own. After a Redis restart it does
+    not; `usage_recorded` tells, and record_usage then runs it on its own.
+    """
+    keys, args = _settle_params(job_id, participant_id, usage_tokens(usage))
+    pipeline.evalsha(script_for(pipeline, _SETTLE).sha, len(keys), *keys, *args)
+
+
+def usage_recorded(result: object) -> bool:
+    """Whether queue_usage's command ran: its result in the pipeline's list of results."""
+    if isinstance(result, NoScriptError):
+        return False
+    if isinstance(result, Exception):
+        raise result
+    return True
+
+
+def _settle_params(
+    job_id: str, participant_id: str | None, tokens: int
+) -> tuple[list[str], list[Any]]:
+    pid = participant_id or ""
+    keys = [STUDY_HELD, HOLDS, HOLD_DEADLINES, STUDY_SPENT, participant_spent_key(pid)]
+    return keys, [PARTICIPANT_PREFIX, HELD_SUFFIX, job_id, tokens, pid]
 
 
 # KEYS: study held, holds, deadlines; ARGV: prefix, held suffix, job ids...

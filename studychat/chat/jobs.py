@@ -91,15 +91,14 @@ def run_chat(
         raise
     took = time.monotonic() - called
     timing = CallTiming(first_token_at, utc_iso())
-    budget_key = turn.budget_key if turn else participant_id
-    when_redis_is_up(
-        lambda: budgets.record_usage(job.connection, job.id, budget_key, completion.usage)
-    )
     answer = json.loads(completion.raw_json)
     facts = turn_facts(
         job, request, timing, answer, completion.attempts, completion.usage, received_at
     )
-    ending = Ending(200, success_body(completion.raw_json), answer, took, facts)
+    budget_key = turn.budget_key if turn else participant_id
+    ending = Ending(
+        200, success_body(completion.raw_json), answer, took, facts, budget_key=budget_key
+    )
     when_redis_is_up(partial(_finish, job, turn, ending))
     logger.info("answered in %.2f s, %d attempts", took, completion.attempts)
     return {"model": completion.model, "usage": completion.usage, "attempts": completion.attempts}
@@ -115,6 +114,8 @@ class Ending:
     upstream_s: float
     facts: dict[str, Any]
     error: str | None = None
+    # Whose budget the call's usage counts against (a success's only).
+    budget_key: str | None = None
 
 
 def model_request(messages: list[dict], turn: SessionTurn | None) -> dict[str, Any]:
@@ -168,7 +169,10 @@ def _call_model(
 
 
 def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
-    """Store the answer the web reads, the transcript entry and the metrics in one transaction."""
+    """Store the answer the web reads, the transcript entry, the metrics and, for a success,
+    the budget's usage in one transaction: a participant never sees an answer whose tokens
+    are not counted yet, and a rerun never counts them twice.
+    """
     succeeded = ending.code == 200
     settled = (
         settled_turn(turn, job.id, ending.answer, ending.facts, ending.error) if turn else None
@@ -194,7 +198,21 @@ def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
         if turn is not None:
             tokens = budgets.usage_tokens(usage)
             add_condition_tokens(pipeline, turn.study, turn.condition, tokens)
-        pipeline.execute()
+        if succeeded:
+            budgets.queue_usage(pipeline, job.id, ending.budget_key, usage)
+        results = pipeline.execute(raise_on_error=False)
+    _raise_first_error(results[:-1] if succeeded else results)
+    if succeeded and not budgets.usage_recorded(results[-1]):
+        when_redis_is_up(
+            lambda: budgets.record_usage(job.connection, job.id, ending.budget_key, usage)
+        )
+
+
+def _raise_first_error(results: list[Any]) -> None:
+    """Raise what a transaction's command failed with, as `execute()` would by default."""
+    for result in results:
+        if isinstance(result, Exception):
+            raise result
 
 
 def session_details(turn: SessionTurn, settled: dict[str, Any] | None) -> dict[str, Any]:

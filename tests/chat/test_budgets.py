@@ -149,6 +149,23 @@ def test_usage_reported_by_the_model_is_what_counts(make_app, budget_worker, ups
     assert (mine.spent, mine.held) == (usage["total_tokens"], 0)
 
 
+def test_usage_is_counted_when_redis_has_forgotten_the_script(make_app, budget_worker, upstream):
+    # As after a Redis restart: the worker's transaction names the script by its SHA1 alone.
+    app = make_app(STUDY_TOKEN_BUDGET="1000000")
+    client = app.test_client()
+    with app.app_context():
+        made = app.extensions["study_chat"]
+        caps = budgets.Caps.from_settings(made.settings)
+        reported = 0
+        for turn in range(2):
+            made.redis.script_flush()
+            job_id = chat(client, f"turn {turn} after a flush").get_json()["jobId"]
+            answer = poll_answer(client, job_id).get_json()
+            reported += answer["response"]["usage"]["total_tokens"]
+        study = budgets.study_spending(made.redis, caps)
+    assert (study.spent, study.held) == (reported, 0)
+
+
 def test_twenty_racing_chats_admit_only_what_the_cap_holds(make_app, budget_worker, upstream):
     marker = uuid.uuid4().hex
     text = f"race {marker}"
