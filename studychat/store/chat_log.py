@@ -39,9 +39,11 @@ CLAIM_IDLE_MS = 30_000
 CLAIM_EVERY_S = 5.0
 # After a batch that was not full, wait this long before reading the next: the entries of
 # many answers (and the delivery notes that follow them) then go in one write, which costs
-# the worker and MongoDB far less per entry than a write per answer. They are safe in the
-# stream meanwhile; a transcript reaches MongoDB at most this much later.
-SHIP_PAUSE_S = 0.25
+# the worker and MongoDB far less per entry than a write per answer. Longer than a poll's
+# interval, so that most answers and their delivery notes (one poll later) merge into one
+# upsert. They are safe in the stream meanwhile; a transcript reaches MongoDB at most
+# this much later.
+SHIP_PAUSE_S = 1.0
 
 
 def entry_for(job: Job, status: str, answer: dict | None, **details: Any) -> dict[str, Any]:
