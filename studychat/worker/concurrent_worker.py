@@ -6,10 +6,10 @@ thread pool while keeping RQ's bookkeeping intact:
 
 - jobs are taken from the queue only into free slots: every job waiting, up to the free
   slots, in one round trip, else the first one to come (see job_batches);
-- the jobs taken together are recorded as started in one transaction, and each job's
-  success in one more: the keys RQ writes, in 2 round trips per job and 2 per batch
-  taken, where RQ's worker takes 9 per job (it watches a job's dependents before
-  recording its success; chat jobs have none);
+- the jobs taken together are recorded as started in one transaction, and the successes
+  of the jobs that end within moments in one more (see success_batches): the keys RQ
+  writes, in 2 round trips per batch, where RQ's worker takes 9 per job (it watches a
+  job's dependents before recording its success; chat jobs have none);
 - each thread has its own `execution` (RQ keeps one per worker), so every job gets
   its own StartedJobRegistry entry, heartbeat and cleanup;
 - job timeouts use one watchdog thread, not SIGALRM (signals reach only the main thread);
@@ -35,7 +35,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-from redis.client import PubSub
+from redis.client import Pipeline, PubSub
 from redis.commands.core import Script
 from rq.exceptions import DequeueTimeout
 from rq.executions import Execution
@@ -50,6 +50,7 @@ from studychat.chat.outcomes import has_outcome
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
 from studychat.worker import job_batches, recovery
 from studychat.worker.rq_internals import PER_JOB_LOG_FORMATS
+from studychat.worker.success_batches import SuccessBatches
 from studychat.worker.timeouts import WatchdogDeathPenalty
 
 logger = logging.getLogger(__name__)
@@ -105,6 +106,9 @@ class ConcurrentWorker(BaseWorker):
         self._pool = ThreadPoolExecutor(concurrency, thread_name_prefix="rq-job")
         self._stopped = threading.Event()
         self._take_script: Script | None = None
+        self._successes: SuccessBatches[InFlight] = SuccessBatches(
+            self.connection, self._write_success, self._successes_not_written
+        )
         self._queue_drained = False
         # One log line per job is enough at hundreds of jobs a second (jobs.run_chat's).
         if not any(isinstance(each, QuietJobSuccess) for each in self.log.filters):
@@ -151,11 +155,13 @@ class ConcurrentWorker(BaseWorker):
             return False
         beat = threading.Thread(target=self._heartbeat_loop, name="rq-heartbeat", daemon=True)
         beat.start()
+        self._successes.start()
         worked = False
         try:
             worked = self._dequeue_loop(burst)
         finally:
             self._finish_in_flight()
+            self._successes.stop()
             self._stopped.set()
             self._teardown_if_redis_is_up()
         return worked
@@ -319,27 +325,36 @@ class ConcurrentWorker(BaseWorker):
     def handle_job_success(
         self, job: Job, queue: Queue, started_job_registry: StartedJobRegistry
     ) -> None:
-        """Record a success in one transaction: RQ's, less its watch on the job's dependents."""
+        """Hand the success to be recorded with others that end within moments (success_batches)."""
         if job.repeats_left:  # RQ schedules repeats; chat jobs never repeat
             return super().handle_job_success(job, queue, started_job_registry)
         assert job.started_at is not None and job.ended_at is not None and self.execution
-        result_ttl = job.get_result_ttl(self.default_result_ttl)
-        with self.connection.pipeline() as pipeline:
-            self.increment_successful_job_count(pipeline=pipeline)
-            self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
-            if result_ttl != 0:
-                job._handle_success(
-                    result_ttl,
-                    pipeline=pipeline,
-                    worker_name=self.name,
-                    execution_id=self.execution.id,
-                    execution_started_at=self.execution.created_at,
-                    execution_ended_at=job.ended_at,
-                )
-            job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
-            self.cleanup_execution(job, pipeline=pipeline)
-            pipeline.execute()
+        self._successes.add(InFlight(job, queue, self.execution))
         return None
+
+    def _write_success(self, pipeline: Pipeline, ended: InFlight) -> None:
+        """Queue RQ's record of one success on `pipeline`, less its watch on dependents."""
+        job, execution = ended.job, ended.execution
+        assert job.started_at is not None and job.ended_at is not None
+        result_ttl = job.get_result_ttl(self.default_result_ttl)
+        self.increment_successful_job_count(pipeline=pipeline)
+        self.increment_total_working_time(job.ended_at - job.started_at, pipeline)
+        if result_ttl != 0:
+            job._handle_success(
+                result_ttl,
+                pipeline=pipeline,
+                worker_name=self.name,
+                execution_id=execution.id,
+                execution_started_at=execution.created_at,
+                execution_ended_at=job.ended_at,
+            )
+        job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+        execution.delete(job=job, pipeline=pipeline)
+
+    def _successes_not_written(self, error: Exception, count: int) -> None:
+        # Their jobs stay in the StartedJobRegistry: recovery runs them again, and each,
+        # its answer already stored, then records only its success.
+        self._report_failure(error, f"recording {count} successes")
 
     def set_state(self, state: str, pipeline=None) -> None:
         """Write the worker's state only when it changes, not once per job."""
@@ -425,6 +440,7 @@ class ConcurrentWorker(BaseWorker):
             return
         handed_back = sum(self._hand_back(entry) for entry in left)
         logger.warning("handed %d of %d unfinished jobs back to the queue", handed_back, len(left))
+        self._successes.stop()
         self._teardown_if_redis_is_up()
         # Threads still waiting on the model must not finish these jobs a second time.
         os._exit(0)

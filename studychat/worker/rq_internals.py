@@ -23,7 +23,6 @@ WORKER_METHODS: dict[str, tuple[str, ...]] = {
     "handle_job_success": ("job", "queue", "started_job_registry"),
     "increment_successful_job_count": ("pipeline",),
     "increment_total_working_time": ("job_execution_time", "pipeline"),
-    "cleanup_execution": ("job", "pipeline"),
     "heartbeat": ("timeout", "pipeline"),
     "set_state": ("state", "pipeline"),
     "set_current_job_id": ("job_id", "pipeline"),
@@ -34,7 +33,7 @@ WORKER_METHODS: dict[str, tuple[str, ...]] = {
     "handle_payload": ("message",),
 }
 # BaseWorker.perform_job calls these; the worker overrides them to record a job's start
-# with the others taken at the same time, and its success in one transaction.
+# with the others taken at the same time, and its success with those ending at once.
 PERFORM_JOB_HOOKS: tuple[str, ...] = (
     "prepare_job_execution",
     "handle_execution_ended",

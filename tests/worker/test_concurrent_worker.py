@@ -95,6 +95,8 @@ def test_status_and_registries_right_for_every_job(
     failed = start_chats(client, 1)
     assert answer_all(client, failed) == [502]
     queue = make_queue(connection)
+    # RQ's record of a success follows the stored answer by a moment (success_batches).
+    wait_for(lambda: queue.finished_job_registry.count == len(finished))
     # RQ's maintenance, even long after, must not turn finished jobs into failed ones.
     queue.started_job_registry.cleanup(timestamp=time.time() + 3600)
     clean_registries(queue)
@@ -104,6 +106,28 @@ def test_status_and_registries_right_for_every_job(
     assert queue.failed_job_registry.get_job_ids() == failed
     assert queue.started_job_registry.count == 0
     assert not connection.keys("rq:execution:*")
+
+
+def test_jobs_ending_together_record_their_successes_together(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    control(upstream, {"latency": 1.0})
+    client = own_app.test_client()
+    job_ids = start_chats(client, 20)  # all waiting, so taken together and ending together
+    before = transactions_run(connection)
+    start_worker(own_stack_env | {"WORKER_CONCURRENCY": "50"})
+    assert answer_all(client, job_ids) == [200] * 20
+    queue = make_queue(connection)
+    wait_for(lambda: queue.finished_job_registry.count == 20)
+    # Each job stores its answer in a transaction of its own (20); the worker's start, the
+    # jobs' start and their successes take a few more (25 in all here), where a
+    # transaction per success takes 20 more (44).
+    assert 20 < transactions_run(connection) - before <= 32
+
+
+def transactions_run(connection) -> int:
+    """How many MULTI/EXEC transactions Redis has run since it started."""
+    return int(connection.info("commandstats").get("cmdstat_exec", {}).get("calls", 0))
 
 
 def test_each_answered_job_logs_one_line(own_app, own_stack_env, start_worker, upstream):

@@ -13,7 +13,7 @@ from studychat.factory import create_app
 from studychat.web.admin.dashboard import dashboard_redis_url
 from studychat.web.services import close_services
 from tests.support.chat_helpers import start_chats
-from tests.support.polling import poll_answer
+from tests.support.polling import poll_answer, wait_for
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -57,8 +57,13 @@ def test_the_dashboard_reads_our_json_jobs_queued_and_finished(
     assert client.get(f"/admin/rq/0/view/job/{job_id}", headers=BEARER).status_code == 200
     start_worker(own_stack_env)
     assert poll_answer(client, job_id, timeout=30).status_code == 200
-    finished = client.get(f"/admin/rq/0/data/job/{job_id}.json", headers=BEARER).get_json()
-    assert finished["status"] == "finished"
+
+    def shown_finished():
+        shown = client.get(f"/admin/rq/0/data/job/{job_id}.json", headers=BEARER).get_json()
+        return shown if shown["status"] == "finished" else None
+
+    # RQ's record of the success follows the answer within moments (success_batches).
+    finished = wait_for(shown_finished, timeout=5)
     assert finished["result"]["model"] == "gpt-4o-mini"
     workers = client.get("/admin/rq/0/data/workers.json", headers=BEARER).get_json()["workers"]
     assert [worker["queues"] for worker in workers] == [["chat"]]
