@@ -231,7 +231,7 @@ def cpu_table(rows: Sequence[Mapping[str, Any]]) -> str:
     titles = [f"{name} ms" for name in CPU_PROCESSES]
     lines = [
         "| worker | load | N | " + " | ".join(titles) + " | machine busy | others' CPU s "
-        "| reference ms | model calls at once |",
+        "| reference ms | model calls at once (WORKER_CONCURRENCY) |",
         "|" + "---|" * (len(titles) + 7),
     ]
     for row in rows:
@@ -243,6 +243,7 @@ def cpu_table(rows: Sequence[Mapping[str, Any]]) -> str:
             + " | ".join(cells)
             + " | "
             f"{'-' if busy is None else f'{busy:.0%}'} | {fmt(row.get('others_cpu_s'), 0)} | "
-            f"{fmt(row.get('reference_ms'), 0)} | {fmt(row.get('upstream_max_in_flight'))} |"
+            f"{fmt(row.get('reference_ms'), 0)} | {fmt(row.get('upstream_max_in_flight'))} "
+            f"({fmt(row.get('worker_concurrency'))}) |"
         )
     return "\n".join(lines)

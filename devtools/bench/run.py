@@ -52,6 +52,7 @@ from devtools.bench.stack import (
     wait_until_quiet,
 )
 from devtools.servers import REPO_ROOT
+from studychat.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -151,11 +152,12 @@ def _names(text: str, known: set[str], what: str) -> list[str]:
     return names
 
 
-def env_overrides(args: argparse.Namespace) -> dict[str, str]:
-    """Tuning knobs for web and worker: the command line's, else this environment's."""
+def env_overrides(args: argparse.Namespace, shape: Scenario) -> dict[str, str]:
+    """Tuning knobs for web and worker: the command line's, the load's, else this environment's."""
     overrides = {knob: os.environ[knob] for knob in ENV_KNOBS if knob in os.environ}
-    if args.worker_concurrency:
-        overrides["WORKER_CONCURRENCY"] = str(args.worker_concurrency)
+    concurrency = args.worker_concurrency or shape.worker_concurrency
+    if concurrency:
+        overrides["WORKER_CONCURRENCY"] = str(concurrency)
     return overrides
 
 
@@ -198,7 +200,8 @@ def one_run(
     busy_before = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
     load_before = os.getloadavg()[0]
     speed_before = reference_ms()
-    with stack.service(kind, env_overrides(args)) as (web, worker):
+    overrides = env_overrides(args, shape)
+    with stack.service(kind, overrides) as (web, worker):
         pids = {"web": web.pid, "worker": worker.pid, **stack.shared_pids()}
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, worker.pid):
             before = own_cpu_s()
@@ -216,6 +219,9 @@ def one_run(
     row["reference_ms"] = speed_before
     # Model calls at once: the worker's concurrency at work (WORKER_CONCURRENCY caps it).
     row["upstream_max_in_flight"] = upstream.get("max_in_flight")
+    row["worker_concurrency"] = int(
+        overrides.get("WORKER_CONCURRENCY", Settings.model_fields["WORKER_CONCURRENCY"].default)
+    )
     row["targets"] = goals(row)
     return row
 

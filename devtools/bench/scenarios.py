@@ -4,7 +4,9 @@
   polling every --poll seconds: the steady state of a study.
 - together: 300 start within 100 ms and chat 3 turns: a class told "please begin".
 - burst: 500 send their first message within the same 100 ms, one turn each.
-- long-poll: 1,000 spread over a turn, 3 turns, each poll held open up to 20 s (`wait`).
+- long-poll: 1,000 spread over a turn, 3 turns, each poll held open up to 20 s (`wait`),
+  with WORKER_CONCURRENCY 1024: at 2 s an answer, 1,000 participants keep about 900
+  model calls in flight, and the default of 512 would cap the worker at 256 answers/s.
 
 --stagger and --wait reshape the spread runs only; the others are fixed so that their
 figures compare from one run to the next.
@@ -32,6 +34,8 @@ class Scenario:
     turns: int | None = None
     stagger_s: float | None = None
     wait_s: float | None = None
+    # WORKER_CONCURRENCY the load needs, where the default would cap it.
+    worker_concurrency: int | None = None
 
 
 SCENARIOS = {
@@ -40,7 +44,7 @@ SCENARIOS = {
         Scenario("spread"),
         Scenario("together", (300,), 3, BURST_WINDOW_S, 0.0),
         Scenario("burst", (500,), 1, BURST_WINDOW_S, 0.0),
-        Scenario("long-poll", (1000,), 3, None, 20.0),
+        Scenario("long-poll", (1000,), 3, None, 20.0, worker_concurrency=1024),
     )
 }
 DEFAULT_SCENARIOS = ",".join(SCENARIOS)

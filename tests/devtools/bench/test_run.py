@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from devtools.bench.run import main, parse_args, parse_counts, plan_runs, start_window
+from devtools.bench.run import (
+    env_overrides,
+    main,
+    parse_args,
+    parse_counts,
+    plan_runs,
+    start_window,
+)
 from devtools.bench.scenarios import SCENARIOS
 
 # It starts real servers or processes.
@@ -20,7 +27,8 @@ ROW_FIELDS = {
     "ideal_per_s", "ratio_to_ideal", "p50_s", "p90_s", "p99_s", "max_s", "latency_lower_bound",
     "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
-    "machine_busy_before", "reference_ms", "upstream_max_in_flight", "window_s", "window_answers",
+    "machine_busy_before", "reference_ms", "upstream_max_in_flight", "worker_concurrency",
+    "window_s", "window_answers",
     "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
 }  # fmt: skip
 
@@ -52,6 +60,15 @@ def test_stock_runs_use_their_own_counts_and_the_spread_load_only():
         plan_runs(parse_args(["--workers", "gevent"]))
     with pytest.raises(SystemExit, match="unknown scenario"):
         plan_runs(parse_args(["--scenarios", "stampede"]))
+
+
+def test_the_long_poll_runs_with_the_calls_in_flight_it_needs(monkeypatch):
+    monkeypatch.delenv("WORKER_CONCURRENCY", raising=False)
+    args = parse_args([])
+    assert env_overrides(args, SCENARIOS["long-poll"])["WORKER_CONCURRENCY"] == "1024"
+    assert "WORKER_CONCURRENCY" not in env_overrides(args, SCENARIOS["spread"])
+    told = parse_args(["--worker-concurrency", "64"])
+    assert env_overrides(told, SCENARIOS["long-poll"])["WORKER_CONCURRENCY"] == "64"
 
 
 def test_starts_spread_over_one_turn_unless_told():
