@@ -160,10 +160,15 @@ class Settings(ProcessSettings):
     RESULT_TTL_S: Annotated[int, doc("Seconds an answer stays readable.")] = 86400
     LLM_TIMEOUT_S: Annotated[float, doc("Seconds one upstream call may take.")] = 60.0
     LLM_MAX_RETRIES: Annotated[int, doc("Retries of a failed upstream call.")] = 4
-    # 512: room for 2 s answers to ~220 participants polling, or 10 s answers to ~50; a
-    # waiting call costs a thread and ~0.1 MB (make bench: 450 in flight, worker 156 MB).
+    # 512: room for 512 participants waiting on an answer at once (make bench's 500 spread
+    # keep ~460 in flight); a waiting call costs a thread and ~0.1 MB (450 in flight: worker
+    # 156 MB; its long poll of 1,000 runs with 1024 and ~900 in flight).
     WORKER_CONCURRENCY: Annotated[
-        int, doc("Jobs one worker process runs at once (model calls are I/O-bound).")
+        int,
+        doc(
+            "Jobs one worker process runs at once, a thread each (model calls are I/O-bound);"
+            " a worker answers at most this many / the model's latency a second."
+        ),
     ] = 512
     WORKER_SHUTDOWN_GRACE_S: Annotated[
         float,
