@@ -35,10 +35,16 @@ def written(connection: Redis) -> int:
 
 
 def test_successes_ending_together_share_one_transaction(connection):
-    batches = counting_batches(connection, window_s=0.5)
+    batches = counting_batches(connection, window_s=1.0)
     batches.start()
     before = transactions_run(connection)
-    threads = [threading.Thread(target=batches.add, args=(n,)) for n in range(20)]
+    together = threading.Barrier(20)
+
+    def end_job(n: int) -> None:
+        together.wait(timeout=10)
+        batches.add(n)
+
+    threads = [threading.Thread(target=end_job, args=(n,)) for n in range(20)]
     for thread in threads:
         thread.start()
     for thread in threads:
