@@ -35,6 +35,23 @@ if redis.call('HSETNX', KEYS[1], 'deliveredAt', ARGV[1]) == 1 then
 end
 return 1
 """
+# A poll's look at a job: its outcome and RQ status, and, when the outcome is there and
+# released (KEYS[1]'s release time is not after ARGV[1]), its first delivery marked as
+# _MARK_DELIVERED_LUA marks it: the poll that hands it over needs no second round trip.
+_TAKE_STATE_LUA = """
+local state = redis.call('HMGET', KEYS[1], 'code', 'body', 'release', 'deliveredAt', 'participant')
+local status = redis.call('HGET', KEYS[2], 'status')
+if state[2] and not state[4] and tonumber(state[3] or '0') <= tonumber(ARGV[1]) then
+  redis.call('HSET', KEYS[1], 'deliveredAt', ARGV[2])
+  if state[5] then
+    redis.call('XADD', KEYS[3], '*', 'doc', ARGV[3], 'participant', state[5])
+  else
+    redis.call('XADD', KEYS[3], '*', 'doc', ARGV[3])
+  end
+  state[4] = ARGV[2]
+end
+return {state[1], state[2], state[3], state[4], status}
+"""
 # RQ statuses of a job that ended without storing an outcome, and of any job that ended.
 FAILED_STATUSES = frozenset({JobStatus.FAILED, JobStatus.STOPPED, JobStatus.CANCELED})
 ENDED_STATUSES = FAILED_STATUSES | {JobStatus.FINISHED}
@@ -109,6 +126,29 @@ def read_state(connection: Redis, job_id: str) -> JobState:
     pipe.hmget(outcome_key(job_id), "code", "body", "release", DELIVERED)
     pipe.hget(Job.key_for(job_id), "status")
     (code, body, release, delivered), status = pipe.execute()
+    return _state_of(code, body, release, delivered, status)
+
+
+def take_state(connection: Redis, job_id: str) -> JobState:
+    """The job's state, as read_state gives it, by a reader about to hand its outcome over.
+
+    An outcome that is there and released is marked delivered in the same round trip
+    (as mark_delivered marks it); a held-back one is left for mark_delivered after its wait.
+    """
+    now = utc_iso()
+    keys = [outcome_key(job_id), Job.key_for(job_id), STREAM]
+    args = [repr(time.time()), now, json.dumps(delivery_entry(job_id, now))]
+    return _state_of(*run_script(connection, _TAKE_STATE_LUA, keys=keys, args=args))
+
+
+def _state_of(
+    code: bytes | None,
+    body: bytes | None,
+    release: bytes | None,
+    delivered: bytes | None,
+    status: bytes | None,
+) -> JobState:
+    """A JobState from the fields of the outcome's hash and the RQ job's status."""
     return JobState(
         status_code=int(code) if code is not None else None,
         body=body,

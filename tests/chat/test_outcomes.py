@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
 from redis import Redis
 
-from studychat.chat.outcomes import JobState, read_state, store_outcome, success_body
+from studychat.chat.outcomes import (
+    DELIVERED,
+    JobState,
+    outcome_key,
+    read_state,
+    store_outcome,
+    success_body,
+    take_state,
+)
+from studychat.store.chat_log import STREAM
 
 
 def test_success_body_splices_the_upstream_json_untouched():
@@ -41,4 +51,44 @@ def test_read_state_gives_the_stored_answer_and_its_code(redis_server):
         pipeline.execute()
     assert read_state(connection, job_id) == JobState(502, b'{"error": "x"}', None)
     assert 0 < connection.ttl("chat:outcome:" + job_id) <= 60
+    connection.close()
+
+
+def stored(connection: Redis, release_at: float | None = None) -> str:
+    """A job id whose answer is stored, held back until `release_at` if given."""
+    job_id = str(uuid.uuid4())
+    extra = {"release": repr(release_at)} if release_at is not None else None
+    with connection.pipeline() as pipeline:
+        store_outcome(pipeline, job_id, 200, '{"response": {}}', ttl=60, extra=extra)
+        pipeline.execute()
+    return job_id
+
+
+def deliveries(connection: Redis, job_id: str) -> int:
+    return sum(job_id in fields[b"doc"].decode() for _, fields in connection.xrange(STREAM))
+
+
+def test_take_state_marks_a_released_answer_delivered_once(redis_server):
+    connection = Redis.from_url(redis_server.url)
+    job_id = stored(connection)
+    taken = take_state(connection, job_id)
+    assert (taken.status_code, taken.body, taken.delivered) == (200, b'{"response": {}}', True)
+    stamp = connection.hget(outcome_key(job_id), DELIVERED)
+    assert stamp is not None
+    assert take_state(connection, job_id).delivered
+    assert connection.hget(outcome_key(job_id), DELIVERED) == stamp
+    assert deliveries(connection, job_id) == 1
+    connection.close()
+
+
+def test_take_state_leaves_a_held_back_answer_undelivered(redis_server):
+    connection = Redis.from_url(redis_server.url)
+    job_id = stored(connection, release_at=time.time() + 60)
+    taken = take_state(connection, job_id)
+    assert taken.body == b'{"response": {}}'
+    assert not taken.released
+    assert not taken.delivered
+    assert connection.hget(outcome_key(job_id), DELIVERED) is None
+    assert deliveries(connection, job_id) == 0
+    assert take_state(connection, str(uuid.uuid4())) == JobState(None, None, None)
     connection.close()
