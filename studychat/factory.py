@@ -37,7 +37,7 @@ def create_app(config: Settings | Mapping[str, Any] | None = None) -> Flask:
     install_request_metrics(app)
     made = init_services(app, settings)
     trust_proxies(app, settings.PROXY_FIX_X_FOR)
-    install_lean_polls(app, made.redis)
+    install_lean_polls(app, made.redis, made.job_updates)
     # A frontend on another origin may read when to retry after a 429.
     CORS(app, origins=settings.FRONTEND_URL, expose_headers=RATE_LIMIT_HEADERS)
     register_error_handlers(app)

@@ -1,21 +1,22 @@
-"""A lean path for the web's commonest requests: polls answered 200 without waiting.
+"""A lean path for the web's commonest requests: polls answered 200, long polls included.
 
 At 0.5 s polling and 2 s answers, five in six requests are POST /check_response polls:
-"processing", then the answer. Through Flask's whole pipeline (request context, hooks,
-CORS, limiter filter, error handlers) each cost several times the one Redis round trip
-it needs. This WSGI middleware answers exactly those polls itself and hands every other
-request to the app, untouched:
+"processing", then the answer; on the long poll, every other request is one. Through
+Flask's whole pipeline (request context, hooks, CORS, limiter filter, error handlers)
+each cost several times the one Redis round trip it needs. This WSGI middleware answers
+exactly those polls itself and hands every other request to the app, untouched:
 
-- it answers only a poll with a JSON body of a valid jobId and no `wait` (or 0) whose
-  job exists and has not failed: "processing" while it has no outcome, then its answer
-  once stored with status 200 and released (a paced condition's answer is the app's);
-- anything else (another route, a long poll, a body the app would refuse, a failed or
-  unknown job, a held-back answer, a Redis error) goes to the app, which answers it as
-  it always has;
-- its answer is the app's own: the status and headers the app gave the first processing
-  poll from the same Origin (CORS and security headers depend on nothing else) are
-  learned and replayed, with the body's length and a request id of its own as the app
-  would give them; an answer is marked delivered as the app marks it;
+- it answers only a poll with a JSON body of a valid jobId (and `wait`, if any) whose
+  job exists and has not failed, as the app does (web/polls.py decides for both):
+  "processing" while it has no outcome within the wait, then its answer with status
+  200, a paced condition's answer once released;
+- anything else (another route, a body the app would refuse, a failed or unknown job,
+  a Redis error) goes to the app, which answers it as it always has;
+- its answer is the app's own: the status and headers the app gave the first 200 poll
+  from the same Origin (CORS and security headers depend on nothing else; "processing"
+  and an answer carry the same ones) are learned and replayed, with the body's length
+  and a request id of its own as the app would give them; an answer is marked
+  delivered as the app marks it;
 - it counts the poll in the request metrics as the app would.
 """
 
@@ -27,12 +28,13 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from flask import Flask
+from flask import Flask, jsonify
 from pydantic import ValidationError
 from redis import Redis
 
-from studychat.chat.outcomes import FAILED_STATUSES, mark_delivered, read_state
 from studychat.web.access_log import mark_pending_poll
+from studychat.web.job_updates import JobUpdates
+from studychat.web.polls import poll_outcome
 from studychat.web.request_ids import HEADER as REQUEST_ID_HEADER
 from studychat.web.request_ids import request_id_from
 from studychat.web.request_metrics import LATENCY, REQUESTS
@@ -44,6 +46,7 @@ MAX_BODY_BYTES = 1024
 # Answers are learned per Origin; a flood of invented origins stops learning here.
 MAX_ORIGINS = 64
 PROCESSING = {"processing": True}
+JSON = "application/json"
 REQUEST_ID_KEY = "HTTP_" + REQUEST_ID_HEADER.upper().replace("-", "_")
 
 StartResponse = Callable[..., Any]
@@ -51,19 +54,26 @@ WsgiApp = Callable[[dict[str, Any], StartResponse], Iterable[bytes]]
 Headers = list[tuple[str, str]]
 
 
-def install_lean_polls(app: Flask, connection: Redis) -> None:
+def install_lean_polls(app: Flask, connection: Redis, updates: JobUpdates) -> None:
     """Put the lean path in front of `app` (outermost: a poll it answers costs nothing more)."""
-    app.wsgi_app = LeanPolls(app.wsgi_app, connection)  # type: ignore[method-assign]
+    with app.app_context():
+        processing = jsonify(**PROCESSING).get_data()  # the very bytes the app answers
+    app.wsgi_app = LeanPolls(app.wsgi_app, connection, updates, processing)  # type: ignore[method-assign]
 
 
 class LeanPolls:
     """WSGI middleware: answers polls that get a 200 from Redis, everything else via `app`."""
 
-    def __init__(self, app: WsgiApp, connection: Redis) -> None:
+    def __init__(
+        self, app: WsgiApp, connection: Redis, updates: JobUpdates, processing: bytes
+    ) -> None:
         self.app = app
         self.connection = connection
-        # Origin header (or None) -> (status line, headers without the request id, body).
-        self.learned: dict[str | None, tuple[str, Headers, bytes]] = {}
+        self.updates = updates
+        # The app's body of a "processing" answer.
+        self.processing = processing
+        # Origin header (or None) -> (status line, headers without the request id).
+        self.learned: dict[str | None, tuple[str, Headers]] = {}
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Answer a poll that gets a 200 here; pass anything else to the app."""
@@ -73,7 +83,7 @@ class LeanPolls:
             return self.app(environ, start_response)
         origin = environ.get("HTTP_ORIGIN")
         if origin in self.learned:
-            answer = self._answer(body, self.learned[origin][2])
+            answer = self._answer(body)
             if answer is not None:
                 return self._replay(environ, start_response, origin, answer, started)
         return self._through_app(environ, start_response, origin)
@@ -94,29 +104,21 @@ class LeanPolls:
         environ["wsgi.input"] = io.BytesIO(body)
         return body
 
-    def _answer(self, body: bytes, processing: bytes) -> bytes | None:
-        """The body the app would answer 200 with (`processing`, or the answer); else None."""
+    def _answer(self, body: bytes) -> bytes | None:
+        """The body the app would answer 200 with ("processing", or the answer); else None."""
         try:
             poll = CheckResponseRequest.model_validate(json.loads(body))
         # JSONDecodeError and UnicodeError are ValueErrors; RecursionError: absurd nesting.
         except (ValueError, ValidationError, RecursionError):
             return None
-        if poll.wait:
-            return None
         try:
-            return self._answer_of(poll.jobId, processing)
+            state = poll_outcome(self.connection, self.updates, poll.jobId, poll.wait)
         except Exception:  # the app answers a Redis error as it always has
             return None
-
-    def _answer_of(self, job_id: str, processing: bytes) -> bytes | None:
-        state = read_state(self.connection, job_id)
-        if state.body is None:
-            failed = state.rq_status is None or state.rq_status in FAILED_STATUSES
-            return None if failed else processing
-        if state.status_code != 200 or not state.released:
-            return None
-        mark_delivered(self.connection, state, job_id)
-        return state.body
+        if state is None:
+            return self.processing
+        # A failed or unknown job, or a failure's 502, is the app's to answer.
+        return state.body if state.status_code == 200 else None
 
     def _replay(
         self,
@@ -126,8 +128,8 @@ class LeanPolls:
         body: bytes,
         started: float,
     ) -> Iterable[bytes]:
-        status, headers, processing = self.learned[origin]
-        if body == processing:
+        status, headers = self.learned[origin]
+        if body == self.processing:
             mark_pending_poll(environ)
         request_id = request_id_from(environ.get(REQUEST_ID_KEY))
         sized = [
@@ -141,7 +143,7 @@ class LeanPolls:
     def _through_app(
         self, environ: dict[str, Any], start_response: StartResponse, origin: str | None
     ) -> Iterable[bytes]:
-        """The app's answer, learned when it is the first processing answer for `origin`."""
+        """The app's answer, learned when it is the first 200 answer for `origin`."""
         if origin in self.learned or len(self.learned) >= MAX_ORIGINS:
             return self.app(environ, start_response)
         seen: list[Any] = []
@@ -156,16 +158,14 @@ class LeanPolls:
         finally:
             if hasattr(chunks, "close"):
                 chunks.close()
-        self._learn(origin, seen, body)
+        self._learn(origin, seen)
         return [body]
 
-    def _learn(self, origin: str | None, seen: list[Any], body: bytes) -> None:
+    def _learn(self, origin: str | None, seen: list[Any]) -> None:
+        """Keep the status and headers of a 200 poll answer for `origin` (JSON, as always)."""
         if not seen or not seen[0].startswith("200 "):
             return
-        try:
-            if json.loads(body) != PROCESSING:
-                return
-        except ValueError:
-            return
         headers = [(name, value) for name, value in seen[1] if name != REQUEST_ID_HEADER]
-        self.learned[origin] = (seen[0], headers, body)
+        if ("Content-Type", JSON) not in headers:
+            return
+        self.learned[origin] = (seen[0], headers)

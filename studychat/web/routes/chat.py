@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import time
-
 from flask import Blueprint, Response, jsonify, request
-from redis import Redis
 
 from studychat.chat.budgets import PARTICIPANT, STUDY, admit_chat
-from studychat.chat.outcomes import JobState, mark_delivered, read_state
 from studychat.chat.provenance import utc_iso
 from studychat.chat.task_queue import enqueue_chat, new_job_id
 from studychat.exceptions import BadRequest
@@ -16,6 +12,7 @@ from studychat.study import turns
 from studychat.web.access_log import mark_pending_poll
 from studychat.web.api_doc import RETRY_AFTER, documented, error, json_answer, post, ref
 from studychat.web.errors import error_response
+from studychat.web.polls import poll_outcome
 from studychat.web.response_schemas import ChatAnswer, JobAccepted, Processing
 from studychat.web.schemas import (
     ChatRequest,
@@ -123,30 +120,14 @@ def check_response():
     """Say whether the answer is ready, and give it when it is."""
     body = parse_body(CheckResponseRequest)
     made = services()
-    connection = made.redis
-    deadline = time.monotonic() + body.wait
-    state = made.job_updates.wait_for(
-        body.jobId, body.wait, lambda: ended_state(connection, body.jobId)
-    )
+    state = poll_outcome(made.redis, made.job_updates, body.jobId, body.wait)
     if state is None:
         return still_processing()
-    if state.body is not None and not state.released:
-        # A paced condition (min_reply_seconds): held back until its release time.
-        if state.held_for > deadline - time.monotonic():
-            return still_processing()
-        time.sleep(state.held_for)
     if state.body is not None:
-        mark_delivered(connection, state, body.jobId)
         return Response(state.body, status=state.status_code, mimetype="application/json")
     if state.rq_status is None:
         return error_response(404, UNKNOWN_JOB)
     return error_response(502, FAILED_JOB)
-
-
-def ended_state(connection: Redis, job_id: str) -> JobState | None:
-    """The job's state once nothing more will happen to it (answered, failed, unknown)."""
-    state = read_state(connection, job_id)
-    return state if state.over else None
 
 
 def still_processing() -> Response:
