@@ -37,7 +37,7 @@ from studychat.web.job_updates import JobUpdates
 from studychat.web.polls import poll_outcome
 from studychat.web.request_ids import HEADER as REQUEST_ID_HEADER
 from studychat.web.request_ids import request_id_from
-from studychat.web.request_metrics import LATENCY, REQUESTS
+from studychat.web.request_metrics import LATENCY, REQUESTS, UNCOUNTED
 from studychat.web.schemas import CheckResponseRequest
 
 PATH = "/check_response"
@@ -78,21 +78,19 @@ class LeanPolls:
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         """Answer a poll that gets a 200 here; pass anything else to the app."""
         started = time.perf_counter()
-        body = self._poll_body(environ)
-        if body is None:
+        poll = self._poll_of(environ)
+        if poll is None:
             return self.app(environ, start_response)
         origin = environ.get("HTTP_ORIGIN")
-        if origin in self.learned:
-            answer = self._answer(body)
-            if answer is not None:
-                return self._replay(environ, start_response, origin, answer, started)
-        return self._through_app(environ, start_response, origin)
+        if origin not in self.learned:
+            return self._first_from(origin, environ, start_response, poll, started)
+        return self._lean(environ, start_response, origin, poll, started)
 
-    def _poll_body(self, environ: dict[str, Any]) -> bytes | None:
-        """The body of a JSON POST /check_response, put back for the app; else None."""
+    def _poll_of(self, environ: dict[str, Any]) -> CheckResponseRequest | None:
+        """The poll a JSON POST /check_response asks (its body put back for the app); else None."""
         if environ.get("REQUEST_METHOD") != "POST" or environ.get("PATH_INFO") != PATH:
             return None
-        if environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != "application/json":
+        if environ.get("CONTENT_TYPE", "").partition(";")[0].strip().lower() != JSON:
             return None
         try:
             length = int(environ.get("CONTENT_LENGTH") or -1)
@@ -102,15 +100,41 @@ class LeanPolls:
             return None
         body = environ["wsgi.input"].read(length)
         environ["wsgi.input"] = io.BytesIO(body)
-        return body
-
-    def _answer(self, body: bytes) -> bytes | None:
-        """The body the app would answer 200 with ("processing", or the answer); else None."""
         try:
-            poll = CheckResponseRequest.model_validate(json.loads(body))
+            return CheckResponseRequest.model_validate(json.loads(body))
         # JSONDecodeError and UnicodeError are ValueErrors; RecursionError: absurd nesting.
         except (ValueError, ValidationError, RecursionError):
             return None
+
+    def _lean(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        origin: str | None,
+        poll: CheckResponseRequest,
+        started: float,
+    ) -> Iterable[bytes]:
+        """The poll answered here when it gets a 200; by the app otherwise."""
+        answer = self._answer(poll)
+        if answer is None:
+            return self.app(environ, start_response)
+        status, headers = self.learned[origin]
+        sized = [
+            (name, str(len(answer)) if name == "Content-Length" else value)
+            for name, value in headers
+        ]
+        request_id = request_id_from(environ.get(REQUEST_ID_KEY))
+        return self._send(
+            environ,
+            start_response,
+            status,
+            [*sized, (REQUEST_ID_HEADER, request_id)],
+            answer,
+            started,
+        )
+
+    def _answer(self, poll: CheckResponseRequest) -> bytes | None:
+        """The body the app would answer 200 with ("processing", or the answer); else None."""
         try:
             state = poll_outcome(self.connection, self.updates, poll.jobId, poll.wait)
         except Exception:  # the app answers a Redis error as it always has
@@ -120,52 +144,69 @@ class LeanPolls:
         # A failed or unknown job, or a failure's 502, is the app's to answer.
         return state.body if state.status_code == 200 else None
 
-    def _replay(
+    def _first_from(
         self,
+        origin: str | None,
         environ: dict[str, Any],
         start_response: StartResponse,
-        origin: str | None,
-        body: bytes,
+        poll: CheckResponseRequest,
         started: float,
     ) -> Iterable[bytes]:
-        status, headers = self.learned[origin]
-        if body == self.processing:
-            mark_pending_poll(environ)
-        request_id = request_id_from(environ.get(REQUEST_ID_KEY))
-        sized = [
-            (name, str(len(body)) if name == "Content-Length" else value) for name, value in headers
-        ]
-        start_response(status, [*sized, (REQUEST_ID_HEADER, request_id)])
-        REQUESTS.labels("POST", PATH, status.partition(" ")[0]).inc()
-        LATENCY.labels("POST", PATH).observe(time.perf_counter() - started)
-        return [body]
+        """The first poll from `origin`: the app answers it at once, and teaches its headers.
 
-    def _through_app(
-        self, environ: dict[str, Any], start_response: StartResponse, origin: str | None
-    ) -> Iterable[bytes]:
-        """The app's answer, learned when it is the first 200 answer for `origin`."""
-        if origin in self.learned or len(self.learned) >= MAX_ORIGINS:
+        Asked without `wait`, the app answers at once; if it says "processing" to a long
+        poll, the wait goes on here. Otherwise the job is over and the app's answer is the
+        long poll's too. So the first long polls of a study do not all wait in Flask.
+        """
+        if len(self.learned) >= MAX_ORIGINS:
             return self.app(environ, start_response)
+        status, headers, body = self._ask_app_at_once(environ, poll.jobId)
+        self._learn(origin, status, headers)
+        if poll.wait and body == self.processing and origin in self.learned:
+            return self._lean(environ, start_response, origin, poll, started)
+        return self._send(environ, start_response, status, headers, body, started)
+
+    def _ask_app_at_once(self, environ: dict[str, Any], job_id: str) -> tuple[str, Headers, bytes]:
+        """The app's answer to this poll asked without `wait`; left out of its metrics."""
+        body = json.dumps({"jobId": job_id}).encode()
+        asked = {
+            **environ,
+            "wsgi.input": io.BytesIO(body),
+            "CONTENT_LENGTH": str(len(body)),
+            UNCOUNTED: True,
+        }
         seen: list[Any] = []
 
         def recording_start_response(status: str, headers: Headers, *args: Any) -> Any:
             seen[:] = [status, headers]
-            return start_response(status, headers, *args)
 
-        chunks = self.app(environ, recording_start_response)
+        chunks = self.app(asked, recording_start_response)
         try:
-            body = b"".join(chunks)
+            answer = b"".join(chunks)
         finally:
             if hasattr(chunks, "close"):
                 chunks.close()
-        self._learn(origin, seen)
+        return seen[0], seen[1], answer
+
+    def _send(
+        self,
+        environ: dict[str, Any],
+        start_response: StartResponse,
+        status: str,
+        headers: Headers,
+        body: bytes,
+        started: float,
+    ) -> Iterable[bytes]:
+        """Send an answer the app did not count, counting it as the app would."""
+        if body == self.processing:
+            mark_pending_poll(environ)
+        start_response(status, headers)
+        REQUESTS.labels("POST", PATH, status.partition(" ")[0]).inc()
+        LATENCY.labels("POST", PATH).observe(time.perf_counter() - started)
         return [body]
 
-    def _learn(self, origin: str | None, seen: list[Any]) -> None:
-        """Keep the status and headers of a 200 poll answer for `origin` (JSON, as always)."""
-        if not seen or not seen[0].startswith("200 "):
-            return
-        headers = [(name, value) for name, value in seen[1] if name != REQUEST_ID_HEADER]
-        if ("Content-Type", JSON) not in headers:
-            return
-        self.learned[origin] = (seen[0], headers)
+    def _learn(self, origin: str | None, status: str, headers: Headers) -> None:
+        """Keep the status and headers of a 200 JSON answer for `origin`."""
+        kept = [(name, value) for name, value in headers if name != REQUEST_ID_HEADER]
+        if status.startswith("200 ") and ("Content-Type", JSON) in kept:
+            self.learned[origin] = (status, kept)

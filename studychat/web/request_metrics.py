@@ -29,6 +29,9 @@ disable_created_metrics()
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "unmatched"  # one label for every unknown path, so a scan cannot explode the series
+# The WSGI environ key of a request made on the app's behalf, which whoever made it counts
+# (lean_polls.py asks the app a poll's answer once, then answers the poll itself).
+UNCOUNTED = "studychat.uncounted"
 
 # Not registered anywhere: each scrape builds its own registry (scrape_registry).
 REQUESTS = Counter(
@@ -67,6 +70,8 @@ def _start_clock(sender: Flask, **_: object) -> None:
 
 
 def _observe(response: Response) -> Response:
+    if request.environ.get(UNCOUNTED):
+        return response
     started = g.get("request_clock")
     route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
     REQUESTS.labels(request.method, route, str(response.status_code)).inc()

@@ -68,6 +68,8 @@ def test_a_long_poll_reads_its_job_only_when_woken(
     control(upstream, {"latency": 1.5})
     client = own_app.test_client()
     job_id = client.post("/chat", json=CHAT).get_json()["jobId"]
+    # Not the first poll of its origin (which the app answers once, at once: lean_polls).
+    assert client.post("/check_response", json={"jobId": job_id}).get_json() == {"processing": True}
     with commands_on(connection, outcome_key(job_id)) as looks:
         answer = client.post("/check_response", json={"jobId": job_id, "wait": 20})
     assert answer.status_code == 200

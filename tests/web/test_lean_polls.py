@@ -179,3 +179,24 @@ def test_headers_are_learned_from_an_answer_as_from_processing(
     assert comparable(lean)[2] == comparable(by_app)[2]
     processing = client.post("/check_response", json={"jobId": str(uuid.uuid4())}, headers=headers)
     assert processing.status_code == 404  # an unknown job is still the app's
+
+
+def counted(client, status: str) -> float:
+    labels = {"method": "POST", "route": "/check_response", "status": status}
+    text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+    return sample(text, "http_requests_total", **labels) or 0
+
+
+def test_the_first_poll_from_an_origin_is_counted_once_whoever_answers_it(own_app, app_requests):
+    client = own_app.test_client()
+    (job_id,) = start_chats(client, 1)
+    before = counted(client, "200"), counted(client, "404")
+    headers = {"Origin": FRONTEND}
+    unknown = client.post(
+        "/check_response", json={"jobId": str(uuid.uuid4()), "wait": 5}, headers=headers
+    )
+    assert unknown.status_code == 404  # at once: an unknown job is over
+    first = client.post("/check_response", json={"jobId": job_id, "wait": 0.3}, headers=headers)
+    assert first.get_json() == {"processing": True}
+    assert app_requests.count("/check_response") == 2  # each asked once, without its wait
+    assert (counted(client, "200"), counted(client, "404")) == (before[0] + 1, before[1] + 1)
