@@ -17,7 +17,11 @@ exactly those polls itself and hands every other request to the app, untouched:
   and an answer carry the same ones) are learned and replayed, with the body's length
   and a request id of its own as the app would give them; an answer is marked
   delivered as the app marks it;
-- it counts the poll in the request metrics as the app would.
+- the first poll from an Origin is asked of the app without its wait: the app's answer
+  teaches the headers, and a long poll it says "processing" to goes on waiting here
+  (else a study's first long polls, all sent before any answer exists, would all wait
+  in Flask); any other answer of the app's is the poll's own, since the job is over;
+- it counts the poll in the request metrics as the app would, once.
 """
 
 from __future__ import annotations
