@@ -17,7 +17,7 @@ from rq.job import Job
 
 from studychat import outage_watch
 from studychat.chat import answer_stream, budgets, job_metrics, llm_client
-from studychat.chat.outcomes import has_outcome, store_outcome, success_body
+from studychat.chat.outcomes import store_outcome, stored_before_run, success_body
 from studychat.chat.provenance import CallTiming, turn_facts, utc_iso
 from studychat.chat.session_turn import SessionTurn, settled_turn
 from studychat.exceptions import ModelCallFailed
@@ -73,7 +73,7 @@ def run_chat(
     is when the web received the message.
     """
     job = running_job()
-    if has_outcome(job.connection, job.id):
+    if stored_before_run(job.connection, job.id):
         # Run again after its worker died between answering and bookkeeping: keep the answer.
         return {"recovered": True}
     turn = SessionTurn.from_kwargs(session) if session else None

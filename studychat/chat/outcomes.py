@@ -7,8 +7,10 @@ spliced in untouched) with the status code, so answering costs no parsing at all
 from __future__ import annotations
 
 import json
+import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from redis import Redis
@@ -118,6 +120,37 @@ def store_outcome(
 def has_outcome(connection: Redis, job_id: str) -> bool:
     """Whether the job has already stored its final answer."""
     return bool(connection.exists(outcome_key(job_id)))
+
+
+class _SeenAtStart(threading.local):
+    """What the worker saw, on this thread, of the outcome of the job it is running."""
+
+    job_id: str | None = None
+    stored: bool = False
+
+
+_seen_at_start = _SeenAtStart()
+
+
+@contextmanager
+def seen_at_start(job_id: str, stored: bool) -> Iterator[None]:
+    """Tell stored_before_run, on this thread, what the worker saw as it started `job_id`.
+
+    The concurrent worker looks in the transaction that records its jobs as started,
+    which saves every job a round trip of its own.
+    """
+    _seen_at_start.job_id, _seen_at_start.stored = job_id, stored
+    try:
+        yield
+    finally:
+        _seen_at_start.job_id = None
+
+
+def stored_before_run(connection: Redis, job_id: str) -> bool:
+    """Whether an earlier run of the job stored its outcome: as seen at start, else asked now."""
+    if _seen_at_start.job_id == job_id:
+        return _seen_at_start.stored
+    return has_outcome(connection, job_id)
 
 
 def read_state(connection: Redis, job_id: str) -> JobState:

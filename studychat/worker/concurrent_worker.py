@@ -46,7 +46,7 @@ from rq.utils import now
 from rq.worker import BaseWorker, WorkerStatus
 
 from studychat import outage_watch
-from studychat.chat.outcomes import has_outcome
+from studychat.chat.outcomes import has_outcome, outcome_key, seen_at_start
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
 from studychat.worker import job_batches, recovery
 from studychat.worker.rq_internals import PER_JOB_LOG_FORMATS
@@ -70,6 +70,8 @@ class InFlight:
     job: Job
     queue: Queue
     execution: Execution
+    # Whether an earlier run stored its outcome, as seen when it was recorded as started.
+    answered: bool = False
 
 
 class _PerThread(threading.local):
@@ -272,26 +274,29 @@ class ConcurrentWorker(BaseWorker):
     def _start(self, taken: list[tuple[Job, Queue]]) -> None:
         """Record the jobs as started, then run each on a thread of the pool."""
         try:
-            executions = self._record_started(taken)
+            entries = self._record_started(taken)
         except Exception as error:
             # They stay in the intermediate list, from where recovery requeues them.
             self._release_slots(len(taken))
             self._report_failure(error, "starting jobs")
             return
-        pairs = zip(taken, executions, strict=True)
-        entries = [InFlight(job, queue, execution) for (job, queue), execution in pairs]
         with self._lock:
             self._in_flight.update((entry.job.id, entry) for entry in entries)
         for entry in entries:
             self._pool.submit(self._run, entry)
 
-    def _record_started(self, taken: list[tuple[Job, Queue]]) -> list[Execution]:
-        """In one transaction, what RQ records per job before running it; their executions."""
+    def _record_started(self, taken: list[tuple[Job, Queue]]) -> list[InFlight]:
+        """In one transaction, what RQ records per job before running it, and whether an
+        earlier run of each stored its outcome (which the job would otherwise ask itself).
+        """
         with self.connection.pipeline() as pipeline:
+            for job, _ in taken:
+                pipeline.exists(outcome_key(job.id))
             self.set_state(WorkerStatus.BUSY, pipeline=pipeline)
             executions = [self._record_one_started(*each, pipeline) for each in taken]
-            pipeline.execute()
-        return executions
+            answered = pipeline.execute()[: len(taken)]
+        pairs = zip(taken, executions, answered, strict=True)
+        return [InFlight(job, queue, run, bool(seen)) for (job, queue), run, seen in pairs]
 
     def _record_one_started(self, job: Job, queue: Queue, pipeline) -> Execution:
         """RQ's prepare_execution and prepare_job_execution for one job, in `pipeline`."""
@@ -305,7 +310,8 @@ class ConcurrentWorker(BaseWorker):
         """Run one started job on this thread with its own execution record."""
         try:
             self.execution = entry.execution
-            self.perform_job(entry.job, entry.queue)
+            with seen_at_start(entry.job.id, entry.answered):
+                self.perform_job(entry.job, entry.queue)
         except Exception as error:
             # Whatever RQ could not record is put right by recovery once Redis is back.
             self._report_failure(error, f"recording job {entry.job.id}")

@@ -14,7 +14,9 @@ from studychat.chat.outcomes import (
     JobState,
     outcome_key,
     read_state,
+    seen_at_start,
     store_outcome,
+    stored_before_run,
     success_body,
     take_state,
 )
@@ -91,4 +93,18 @@ def test_take_state_leaves_a_held_back_answer_undelivered(redis_server):
     assert connection.hget(outcome_key(job_id), DELIVERED) is None
     assert deliveries(connection, job_id) == 0
     assert take_state(connection, str(uuid.uuid4())) == JobState(None, None, None)
+    connection.close()
+
+
+def test_whether_an_earlier_run_answered_is_asked_of_redis_unless_seen_at_start(redis_server):
+    connection = Redis.from_url(redis_server.url)
+    answered, fresh = stored(connection), str(uuid.uuid4())
+    # A worker that did not look (RQ's own `rq worker`): Redis is asked.
+    assert stored_before_run(connection, answered) is True
+    assert stored_before_run(connection, fresh) is False
+    # The concurrent worker looked when it started the job: its look holds for that job only.
+    with seen_at_start(fresh, True):
+        assert stored_before_run(connection, fresh) is True
+        assert stored_before_run(connection, answered) is True
+    assert stored_before_run(connection, fresh) is False
     connection.close()

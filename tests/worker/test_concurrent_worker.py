@@ -13,6 +13,7 @@ import pytest
 from rq.job import JobStatus
 from rq.registry import clean_registries
 
+from studychat.chat.outcomes import store_outcome, success_body
 from studychat.chat.task_queue import make_queue
 from tests.support.chat_helpers import fetch_job, start_chats
 from tests.support.polling import poll_answer, wait_for
@@ -61,6 +62,26 @@ def test_jobs_waiting_together_are_taken_in_one_round_trip(
     takes = [name for name in takes if name in ("EVALSHA", "BLMOVE", "LMOVE")]
     # One script moved all 20 (its LMOVEs show inside it); RQ's dequeue takes one a trip.
     assert takes[:21] == ["EVALSHA"] + ["LMOVE"] * 20
+
+
+def test_a_job_run_again_after_storing_its_answer_keeps_it_and_calls_no_model(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    client = own_app.test_client()
+    first_job, second_job = start_chats(client, 2)
+    # As a worker leaves it that died after storing the answer, before RQ's bookkeeping:
+    # recovery puts the job back on the queue and it runs again.
+    earlier = '{"id": "chatcmpl-earlier", "choices": []}'
+    with connection.pipeline() as pipeline:
+        store_outcome(pipeline, first_job, 200, success_body(earlier), ttl=60)
+        pipeline.execute()
+    start_worker(own_stack_env)
+    assert answer_all(client, [first_job, second_job]) == [200, 200]
+    assert poll_answer(client, first_job).get_json() == {"response": json.loads(earlier)}
+    wait_for(lambda: fetch_job(connection, first_job).get_status() == JobStatus.FINISHED)
+    assert fetch_job(connection, first_job).return_value() == {"recovered": True}
+    # Only the job without an answer went to the model: nobody pays twice for one turn.
+    assert len(upstream_requests(upstream)) == 1
 
 
 def test_rq_info_reads_the_queue_and_the_jobs_in_flight(
