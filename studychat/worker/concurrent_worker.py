@@ -50,6 +50,7 @@ from studychat.chat.outcomes import has_outcome, outcome_key, seen_at_start
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
 from studychat.worker import job_batches, recovery
 from studychat.worker.rq_internals import PER_JOB_LOG_FORMATS
+from studychat.worker.started_job import StartedJob
 from studychat.worker.success_batches import SuccessBatches
 from studychat.worker.timeouts import WatchdogDeathPenalty
 
@@ -99,6 +100,8 @@ class ConcurrentWorker(BaseWorker):
     ) -> None:
         self._per_thread = _PerThread()
         kwargs.setdefault("job_monitoring_interval", 5)
+        # Its jobs' keys are made persistent when they are recorded as started.
+        kwargs.setdefault("job_class", StartedJob)
         super().__init__(*args, **kwargs)
         self.concurrency = concurrency
         self.shutdown_grace_s = shutdown_grace_s
@@ -299,11 +302,14 @@ class ConcurrentWorker(BaseWorker):
         return [InFlight(job, queue, run, bool(seen)) for (job, queue), run, seen in pairs]
 
     def _record_one_started(self, job: Job, queue: Queue, pipeline) -> Execution:
-        """RQ's prepare_execution and prepare_job_execution for one job, in `pipeline`."""
+        """RQ's prepare_execution and prepare_job_execution for one job, in `pipeline`, and
+        the PERSIST with which Job.perform begins (see StartedJob).
+        """
         ttl = self.get_heartbeat_ttl(job)
         execution = Execution.create(job, ttl, pipeline=pipeline, worker_name=self.name)
         job.prepare_for_execution(self.name, pipeline=pipeline)
         pipeline.lrem(queue.intermediate_queue_key, 1, job.id)
+        pipeline.persist(job.key)
         return execution
 
     def _run(self, entry: InFlight) -> None:

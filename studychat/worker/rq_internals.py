@@ -95,6 +95,10 @@ JOB_METHODS: dict[str, tuple[str, ...]] = {
 # Job attributes the worker reads: the prefix of a job's hash, as the take script builds
 # it, and RQ's count of repeats (a repeating job is left to RQ's own success handling).
 JOB_ATTRIBUTES: tuple[str, ...] = ("redis_job_namespace_prefix", "repeats_left")
+# StartedJob.perform is Job.perform less this statement, which the worker sends in the
+# transaction that records the job as started; the rest (RQ's job stack, Job._execute,
+# Job._result) it repeats as RQ has it.
+PERFORM_LEFT_TO_START = "self.connection.persist(self.key)"
 # Attributes the shared watchdog reads from rq.timeouts.BaseDeathPenalty.
 DEATH_PENALTY_ATTRIBUTES: tuple[str, ...] = ("_timeout", "_exception")
 # The started registry keeps `<job id>:<execution id>` members scored by when their

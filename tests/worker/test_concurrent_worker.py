@@ -182,6 +182,18 @@ def test_heartbeats_keep_long_jobs_alive(
     assert len(upstream_requests(upstream)) == 3
 
 
+def test_a_job_outlives_the_ttl_it_was_queued_with_once_started(
+    own_app, own_stack_env, start_worker, connection
+):
+    start_worker(own_stack_env)
+    # A queued job that may expire after 2 s; once started it must not, however long it runs.
+    job = make_queue(connection).enqueue("tests.support.slow_jobs.keep_busy", 4, ttl=2)
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.STARTED, timeout=15)
+    assert connection.ttl(job.key) == -1
+    wait_for(lambda: job.get_status(refresh=True) == JobStatus.FINISHED, timeout=15)
+    assert job.return_value() == "done"
+
+
 def test_job_timeout_works_on_worker_threads(
     own_app, own_stack_env, start_worker, upstream, connection
 ):

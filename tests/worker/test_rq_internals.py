@@ -5,7 +5,9 @@ An RQ upgrade that renames, removes or reshapes one of them fails the test named
 
 from __future__ import annotations
 
+import ast
 import inspect
+import textwrap
 from collections.abc import Iterator
 
 import pytest
@@ -21,6 +23,7 @@ from rq.worker import BaseWorker
 from studychat.chat.task_queue import SERIALIZER
 from studychat.worker import rq_internals
 from studychat.worker.concurrent_worker import ConcurrentWorker
+from studychat.worker.started_job import StartedJob
 
 
 def parameters(function) -> set[str]:
@@ -51,6 +54,22 @@ def test_method(owner, name, passed):
 @pytest.mark.parametrize("name", rq_internals.PERFORM_JOB_HOOKS)
 def test_perform_job_hook(name):
     assert f"self.{name}(" in inspect.getsource(BaseWorker.perform_job)
+
+
+def statements(function) -> list[str]:
+    """The statements of `function`'s body, without its docstring, as ast prints them."""
+    (definition,) = ast.parse(textwrap.dedent(inspect.getsource(function))).body
+    assert isinstance(definition, ast.FunctionDef)
+    body = definition.body
+    if isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+        body = body[1:]
+    return [ast.unparse(statement) for statement in body]
+
+
+def test_started_job_performs_as_rq_does_less_what_the_start_transaction_sends():
+    installed = statements(Job.perform)
+    assert installed[0] == rq_internals.PERFORM_LEFT_TO_START
+    assert statements(StartedJob.perform) == installed[1:]
 
 
 @pytest.mark.parametrize("name", rq_internals.JOB_ATTRIBUTES)
