@@ -2,21 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-import openai
 from rq import get_current_job
 from rq.job import Job
 
 from studychat import outage_watch
 from studychat.chat import answer_stream, budgets, job_metrics, llm_client
+from studychat.chat.model_clients import ModelClients
 from studychat.chat.outcomes import store_outcome, stored_before_run, success_body
 from studychat.chat.provenance import CallTiming, turn_facts, utc_iso
 from studychat.chat.session_turn import SessionTurn, settled_turn
@@ -34,12 +33,7 @@ class JobContext:
     """What every chat job of one worker process shares: its settings and model clients."""
 
     settings: Settings
-    models: tuple[openai.OpenAI, ...]
-    _turns: Iterator[int] = field(default_factory=itertools.count)
-
-    def model(self) -> openai.OpenAI:
-        """The next model client in turn, so that calls spread evenly over their pools."""
-        return self.models[next(self._turns) % len(self.models)]
+    models: ModelClients
 
 
 _context: JobContext | None = None
@@ -158,11 +152,14 @@ def _call_model(
 
     Streamed, it goes delta by delta to readers of GET /stream.
     """
+    models = job_context().models
     if not stream:
-        return llm_client.complete(job_context().model(), request), None
+        with models.client() as client:
+            return llm_client.complete(client, request), None
     publisher = answer_stream.DeltaPublisher(job.connection, job.id)
     try:
-        completion = llm_client.complete_streaming(job_context().model(), request, publisher.add)
+        with models.client() as client:
+            completion = llm_client.complete_streaming(client, request, publisher.add)
     finally:
         publisher.flush()
     return completion, publisher.first_at

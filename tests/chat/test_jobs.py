@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 
-from studychat.chat import jobs
 from studychat.chat.outcomes import outcome_key
 from studychat.chat.task_queue import make_queue
 from tests.support.chat_helpers import fetch_job, start_chats
@@ -105,9 +104,3 @@ def test_rerun_of_an_answered_job_keeps_the_first_answer(
 def _finished(connection, job_id):
     job = fetch_job(connection, job_id)
     return job if job.get_status() == "finished" else None
-
-
-def test_model_calls_take_the_clients_in_turn():
-    models = (object(), object(), object())
-    context = jobs.JobContext(settings=None, models=models)  # type: ignore[arg-type]
-    assert [context.model() for _ in range(6)] == [*models, *models]

@@ -11,7 +11,7 @@ import pytest
 from studychat.chat import llm_client
 from studychat.exceptions import ModelCallFailed
 from studychat.settings import load_settings
-from tests.support.upstream import control
+from tests.support.upstream import control, upstream_stats
 
 SETTINGS = {"OPENAI_API_KEY": "sk-test", "LLM_TIMEOUT_S": 5.0, "LLM_MAX_RETRIES": 1}
 REQUIRED = {"GPT_VERSION": "m", "FRONTEND_URL": "https://a.org", "DATABASE_URL": "mongodb://x"}
@@ -85,9 +85,14 @@ def test_retry_counts_attempts(upstream):
     assert llm_client.complete(client_for(upstream), request).attempts == 2
 
 
-@pytest.mark.parametrize(("concurrency", "pools"), [(1, 1), (64, 1), (65, 2), (512, 8)])
-def test_calls_in_flight_share_pools_of_at_most_64(concurrency, pools):
-    settings = {**REQUIRED, **SETTINGS, "WORKER_CONCURRENCY": str(concurrency)}
+def test_calls_one_after_another_reuse_one_connection(upstream):
+    settings = {**REQUIRED, **SETTINGS, "OPENAI_BASE_URL": upstream.base_url}
     clients = llm_client.make_clients(load_settings(settings))
-    assert len(clients) == pools
-    assert len({id(client) for client in clients}) == pools
+    request = llm_client.build_request([{"role": "user", "content": "hi"}], "gpt-4o-mini", 50)
+    opened = upstream_stats(upstream)["connections"]
+    for _ in range(5):
+        with clients.client() as client:
+            assert llm_client.complete(client, request).attempts == 1
+    # One connection for the five calls, and one for this test's request for the figures.
+    assert upstream_stats(upstream)["connections"] - opened == 2
+    assert clients.made == 1
