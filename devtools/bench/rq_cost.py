@@ -50,7 +50,13 @@ def cpu_ms_per_job(
 ) -> tuple[float, float, int]:
     """(this process's, redis-server's) CPU ms per job, and the jobs that finished."""
     queue = fill_queue(connection, jobs)
-    worker = make_worker(queue)
+    return run_in_burst(make_worker(queue), queue, redis_pid, jobs)
+
+
+def run_in_burst(
+    worker: BaseWorker, queue: Queue, redis_pid: int, jobs: int
+) -> tuple[float, float, int]:
+    """Run `worker` until `queue` is empty: (its, redis-server's) CPU ms per job, finished."""
     server = psutil.Process(redis_pid)
     own_before, server_before = time.process_time(), sum(server.cpu_times()[:2])
     worker.work(burst=True, logging_level="WARNING")
