@@ -87,6 +87,9 @@ def test_a_rate_that_needs_more_cores_than_the_machine_is_flagged():
         "fits_machine": True,
     }
     assert fits_machine(136.6, 18.7, 2)["fits_machine"] is False  # the old N = 500 figure
+    # A saturated run measured to within the clock ticks of its CPU times fits; more does not.
+    assert fits_machine(247.3, 8.1, 2)["fits_machine"] is True  # 2.003 cores
+    assert fits_machine(250.0, 8.2, 2)["fits_machine"] is False  # 2.05 cores
 
 
 def test_failed_and_cut_off_turns_are_counted_not_hidden():
