@@ -9,7 +9,10 @@ thread pool while keeping RQ's bookkeeping intact:
 - the jobs taken together are recorded as started in one transaction, and the successes
   of the jobs that end within moments in one more (see success_batches): the keys RQ
   writes, in 2 round trips per batch, where RQ's worker takes 9 per job (it watches a
-  job's dependents before recording its success; chat jobs have none);
+  job's dependents before recording its success; chat jobs have none). The start's
+  transaction also sends the PERSIST that RQ's Job.perform would send alone (see
+  started_job) and asks whether an earlier run of each job stored its answer, which
+  the job would ask alone (outcomes.stored_before_run);
 - each thread has its own `execution` (RQ keeps one per worker), so every job gets
   its own StartedJobRegistry entry, heartbeat and cleanup;
 - job timeouts use one watchdog thread, not SIGALRM (signals reach only the main thread);
