@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 
 from devtools.bench.stack import UsageSampler, child_env, study_env, tree, tree_cpu, tree_rss
 
@@ -19,6 +20,28 @@ def test_tree_holds_the_process_and_its_children():
         child.kill()
         child.wait()
     assert tree(None) == [] and tree_rss(None) == 0
+
+
+def test_tree_reaches_grandchildren_started_by_any_thread():
+    # A child whose own child is started from a second thread, as a server's may be.
+    code = (
+        "import subprocess, sys, threading, time;"
+        "threading.Thread(target=lambda: subprocess.Popen("
+        "[sys.executable, '-c', 'import time; time.sleep(30)'])).start();"
+        "time.sleep(30)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 10
+        while len(tree(child.pid)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        processes = tree(child.pid)
+        assert len(processes) == 2 and processes[0].pid == child.pid
+        assert processes[1].ppid() == child.pid
+    finally:
+        for process in reversed(tree(child.pid)):
+            process.kill()
+        child.wait()
 
 
 def test_sampler_reports_peak_memory_and_cpu_used_in_the_block():
