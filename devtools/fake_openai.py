@@ -47,6 +47,8 @@ from http import HTTPStatus
 from types import TracebackType
 from typing import Any
 
+from devtools import event_loop
+
 log = logging.getLogger(__name__)
 
 Json = dict[str, Any]
@@ -133,9 +135,17 @@ class FakeOpenAI:
     """The fake server; `start()` runs it on its own event loop in a daemon thread."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 0, *, latency: float = 0.0, jitter: float = 0.0
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        latency: float = 0.0,
+        jitter: float = 0.0,
+        fast_loop: bool = False,
     ) -> None:
         self.host, self.port = host, port
+        # uvloop (see devtools.event_loop) when it runs as a process of its own.
+        self._fast_loop = fast_loop
         self._defaults = (latency, jitter)
         self._faults: deque[Json] = deque()
         self._log: deque[Json] = deque(maxlen=MAX_LOGGED_REQUESTS)
@@ -195,7 +205,7 @@ class FakeOpenAI:
     def _run(self) -> None:
         """The thread: run the server's event loop until stopped."""
         try:
-            asyncio.run(self._serve())
+            event_loop.run(self._serve(), fast=self._fast_loop)
         except BaseException as error:
             self._error = error
             log.exception("fake-openai failed")
@@ -677,7 +687,9 @@ def main(argv: list[str] | None = None) -> int:
     stop_signals = {signal.SIGTERM, signal.SIGINT}
     # Blocked here and in the server thread, the signals wait for sigwait below.
     signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
-    server = FakeOpenAI(args.host, args.port, latency=args.latency, jitter=args.jitter)
+    server = FakeOpenAI(
+        args.host, args.port, latency=args.latency, jitter=args.jitter, fast_loop=True
+    )
     print(f"fake-openai listening on {server.start()}", flush=True)
     received = signal.sigwait(stop_signals)
     log.info("fake-openai: %s received, stopping", signal.Signals(received).name)

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+from devtools import event_loop
+
 logger = logging.getLogger(__name__)
 
 # Below gunicorn's keepalive (5 s): a connection idle this long is replaced rather than
@@ -269,5 +271,5 @@ async def run_load(base_url: str, plan: LoadPlan) -> LoadResult:
 
 
 def simulate(base_url: str, plan: LoadPlan) -> LoadResult:
-    """Run the participants on a fresh event loop (blocking)."""
-    return asyncio.run(run_load(base_url, plan))
+    """Run the participants on a fresh event loop (blocking; uvloop's, see event_loop)."""
+    return event_loop.run(run_load(base_url, plan))
