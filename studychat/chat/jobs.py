@@ -155,7 +155,7 @@ def _call_model(
     models = job_context().models
     if not stream:
         with models.client() as client:
-            return llm_client.complete(client, request), None
+            return llm_client.complete(client, request, job.id), None
     publisher = answer_stream.DeltaPublisher(job.connection, job.id)
     try:
         with models.client() as client:
