@@ -24,7 +24,7 @@ from studychat.chat.budgets import PARTICIPANT, admit_chat
 from studychat.chat.outcomes import DELIVERED, FAILED_STATUSES, outcome_key, read_state
 from studychat.chat.provenance import utc_iso
 from studychat.chat.session_turn import SessionTurn
-from studychat.chat.task_queue import enqueue_chat, new_job_id
+from studychat.chat.task_queue import enqueue_chat
 from studychat.exceptions import Refused
 from studychat.settings import Settings
 from studychat.study import sessions
@@ -80,16 +80,20 @@ def _as_sent(message: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def start(
-    turn: Turn, session: dict[str, Any], message: dict[str, Any], stream: bool, received_at: str
-) -> str:
-    """Queue the session's next turn and return its job id, or raise Refused.
+    turn: Turn,
+    session: dict[str, Any],
+    message: dict[str, Any],
+    stream: bool,
+    received_at: str,
+    job_id: str,
+) -> None:
+    """Queue the session's next turn as `job_id` (see new_job_id), or raise Refused.
 
     `received_at` (UTC ISO 8601) is when the web received the message.
     """
     session = settle_pending(turn, session)
     condition = admissible_condition(turn.study, session, message)
     messages = model_messages(condition, session["messages"], message)
-    job_id = new_job_id()
     received = datetime.fromisoformat(received_at)
     if not sessions.start_turn(turn.db, session["_id"], job_id, message, received):
         raise Refused(409, PENDING)
@@ -98,7 +102,6 @@ def start(
     except BaseException:
         sessions.abandon_turn(turn.db, session["_id"], job_id)
         raise
-    return job_id
 
 
 def admissible_condition(

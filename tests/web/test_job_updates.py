@@ -47,6 +47,20 @@ def waiting_in_background(updates: JobUpdates, job_id: str, seconds: float) -> I
         thread.join(seconds + 5)
 
 
+def ends_within(updates: JobUpdates, job_id: str, seconds: float) -> bool:
+    """Whether a wait of 30 s for the job ends within `seconds`, having seen it ended."""
+    result: list[bool] = []
+    waiting = threading.Thread(
+        target=lambda: result.append(
+            updates.wait_for(job_id, 30, lambda: has_ended(updates.connection, job_id))
+        ),
+        daemon=True,
+    )
+    waiting.start()
+    waiting.join(seconds)
+    return result == [True]
+
+
 def end_job(connection: Redis, job_id: str) -> None:
     """What the worker does once a job's outcome is stored: the end marker and its message."""
     with connection.pipeline() as pipeline:
@@ -79,6 +93,28 @@ def test_a_long_poll_reads_its_job_only_when_woken(
     # process's subscription is being made).
     assert 1 <= len([look for look in looks if "HMGET" in look.upper()]) <= 3
     assert services(own_app).job_updates.waiting() == 0
+
+
+def test_a_long_poll_right_after_its_chat_looks_only_when_its_answer_comes(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    start_worker(own_stack_env)
+    control(upstream, {"latency": 1.5})
+    client = own_app.test_client()
+    # The origin's first poll of a job (which the app answers once, at once: lean_polls).
+    earlier = client.post("/chat", json=CHAT).get_json()["jobId"]
+    assert client.post("/check_response", json={"jobId": earlier}).status_code == 200
+    updates = services(own_app).job_updates
+    updates.wait_for("warm-up", 0.01, lambda: False)  # the first wait subscribes...
+    wait_for(lambda: updates.listening)  # ...and the subscription is up before the chat
+    job_id = client.post("/chat", json=CHAT).get_json()["jobId"]
+    with commands_on(connection, outcome_key(job_id)) as looks:
+        answer = client.post("/check_response", json={"jobId": job_id, "wait": 20})
+    assert answer.status_code == 200
+    assert "response" in answer.get_json()
+    # Queued by this process and not written to since: nothing to look at before the
+    # worker's message, then one look that hands the answer over.
+    assert len([look for look in looks if "HMGET" in look.upper()]) == 1
 
 
 def test_an_open_stream_reads_the_deltas_only_when_woken(
@@ -120,6 +156,43 @@ def test_a_wait_ends_when_the_job_ends(connection):
     with waiting_in_background(updates, job_id, 30) as result:
         end_job(connection, job_id)
     assert result == [True]
+    updates.close()
+
+
+def test_a_wait_for_a_job_queued_here_and_not_heard_of_looks_only_at_its_end(connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    updates.note_queued(job_id)
+    looks: list[bool] = []
+    assert updates.wait_for(job_id, 0.5, lambda: looks.append(False) or False) is False
+    assert len(looks) == 1  # none when the wait began: nothing was written to the job yet
+    updates.close()
+
+
+def test_a_job_queued_here_and_heard_of_before_its_wait_is_looked_at_at_once(connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    updates.note_queued(job_id)
+    end_job(connection, job_id)
+    # Messages are handled in order: once a wait for a later one ends, this one was heard.
+    later = str(uuid.uuid4())
+    with waiting_in_background(updates, later, 30) as result:
+        end_job(connection, later)
+    assert result == [True]
+    # The wait looks at once and sees the end, rather than sleep through its 30 s.
+    assert ends_within(updates, job_id, 10)
+    updates.close()
+
+
+def test_a_job_queued_before_the_subscription_was_lost_is_looked_at_first(connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    updates.note_queued(job_id)
+    connection.client_kill_filter(_type="pubsub")
+    wait_for(lambda: not updates.listening)
+    end_job(connection, job_id)  # its message is lost, or comes to the new subscription
+    wait_for(lambda: updates.listening)
+    assert ends_within(updates, job_id, 10)
     updates.close()
 
 

@@ -72,7 +72,7 @@ def chat():
     body = parse_body(ChatRequest)
     messages = [message.model_dump(exclude_none=True) for message in body.messages]
     made = services()
-    job_id = new_job_id()
+    job_id = queued_job_id()
     # Checked and held atomically before anything is queued: no upstream call over budget.
     spent = admit_chat(made.redis, job_id, body.participantId, messages, made.settings)
     if spent:
@@ -97,8 +97,16 @@ def session_chat(received_at: str):
     body = parse_body(SessionChatRequest)
     session = open_session_of(body.sessionToken)
     message = body.message.model_dump(exclude_none=True)
-    job_id = turns.start(turn_context(), session, message, body.stream, received_at)
+    job_id = queued_job_id()
+    turns.start(turn_context(), session, message, body.stream, received_at, job_id)
     return jsonify(jobId=job_id), 202
+
+
+def queued_job_id() -> str:
+    """The id of a job about to be queued, noted so that its long polls wait at once."""
+    job_id = new_job_id()
+    services().job_updates.note_queued(job_id)
+    return job_id
 
 
 @bp.post("/check_response")
