@@ -204,16 +204,18 @@ def one_run(
     with stack.service(kind, overrides) as (web, worker):
         pids = {"web": web.pid, "worker": worker.pid, **stack.shared_pids()}
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, worker.pid):
-            before = own_cpu_s()
+            before, commands_before = own_cpu_s(), stack.redis_commands()
             with generator_priority():
                 result = simulate(web.url, plan)
             sampler.usage.cpu_s["bench"] = own_cpu_s() - before
+            commands = stack.redis_commands() - commands_before
         upstream = stack.upstream_call("/_stats")
     write_turns(result, args.logs / f"{plan.run_id}-turns.jsonl")
     row = {"worker": kind, "scenario": shape.name, **summarise(result, args.latency)}
     row.update(jitter_s=args.jitter, stagger_s=plan.stagger_s, wait_s=plan.wait_s)
     row.update(process_figures(sampler.usage, row["answers"]))
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
+    row["redis_commands_per_answer"] = commands / row["answers"] if row["answers"] else None
     row["load_average_before"] = load_before
     row["machine_busy_before"] = busy_before
     row["reference_ms"] = speed_before
@@ -304,7 +306,8 @@ def print_run(row: Mapping[str, Any]) -> None:
         f"{'' if row['fits_machine'] else ' (MORE THAN THE MACHINE HAS: check the figures)'}; "
         f"machine {row['machine_cpu_busy']:.0%} busy "
         f"({row['others_cpu_s']:.0f} CPU s not ours), reference loop {row['reference_ms']:.0f} ms; "
-        f"CPU ms per answer: {cpu}",
+        f"CPU ms per answer: {cpu}; Redis commands per answer "
+        f"{row['redis_commands_per_answer'] or 0:.1f}",
         flush=True,
     )
 

@@ -327,6 +327,11 @@ class BenchStack:
         with urllib.request.urlopen(request, timeout=5) as answer:
             return json.loads(answer.read() or b"{}")
 
+    def redis_commands(self) -> int:
+        """Commands Redis has run so far: what round trips cost it, whatever the machine's speed."""
+        stats = redis.Redis.from_url(self.redis.url).info("stats")
+        return int(stats["total_commands_processed"])
+
     def shared_pids(self) -> dict[str, int | None]:
         """Pids of the servers that live across runs."""
         return {"upstream": self.upstream.pid, "redis": self.redis.pid, "mongo": self.mongo.pid}

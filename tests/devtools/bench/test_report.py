@@ -134,10 +134,12 @@ def test_cpu_table_shows_ms_per_answer_and_the_machine():
         "reference_ms": 512.4,
         "upstream_max_in_flight": 180,
         "worker_concurrency": 512,
+        "redis_commands_per_answer": 21.37,
     }
     table = cpu_table([row]).splitlines()
     assert table[0].startswith("| worker | load | N | web ms | worker ms |")
-    cells = "8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 512 | 180 (512)"
+    assert table[0].endswith("| Redis commands per answer |")
+    cells = "8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 512 | 180 (512) | 21.4"
     assert table[2] == f"| concurrent | spread | 200 | {cells} |"
 
 

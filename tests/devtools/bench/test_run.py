@@ -28,7 +28,7 @@ ROW_FIELDS = {
     "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
     "machine_busy_before", "reference_ms", "upstream_max_in_flight", "worker_concurrency",
-    "window_s", "window_answers",
+    "window_s", "window_answers", "redis_commands_per_answer",
     "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
 }  # fmt: skip
 
@@ -95,6 +95,8 @@ def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
         assert row["answers"] == 10 and row["errors"] == 0 and not row["cut_off"]
         assert row["answers_per_s"] > 0 and row["requests_per_answer"] >= 2
         assert row["fits_machine"], row["cores_needed"]  # a figure two cores can give
+        # Queued, taken, started, answered, delivered: every answer costs Redis commands.
+        assert row["redis_commands_per_answer"] >= 5
         assert row["p50_s"] >= 0.05 and row["p99_s"] <= row["max_s"]
         assert row["web_peak_rss_mb"] > 20 and row["worker_peak_rss_mb"] > 20
         assert {"web", "worker", "upstream", "redis", "mongo", "bench"} <= set(row["cpu_s"])
