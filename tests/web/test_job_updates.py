@@ -75,32 +75,39 @@ def listening(connection: Redis) -> JobUpdates:
     return updates
 
 
-def test_a_long_poll_reads_its_job_only_when_woken(
-    own_app, own_stack_env, start_worker, upstream, connection
-):
+@pytest.fixture()
+def slow_model_client(own_app, own_stack_env, start_worker, upstream):
+    """A test client of the app with a worker running and a model that answers in 1.5 s."""
     start_worker(own_stack_env)
     control(upstream, {"latency": 1.5})
-    client = own_app.test_client()
-    job_id = client.post("/chat", json=CHAT).get_json()["jobId"]
-    # Not the first poll of its origin (which the app answers once, at once: lean_polls).
-    assert client.post("/check_response", json={"jobId": job_id}).get_json() == {"processing": True}
-    with commands_on(connection, outcome_key(job_id)) as looks:
+    return own_app.test_client()
+
+
+def long_poll_looks(client, connection: Redis, job_id: str) -> int:
+    """Long-poll the job to its answer; how many times the poll read the job's outcome."""
+    with commands_on(connection, outcome_key(job_id)) as commands:
         answer = client.post("/check_response", json={"jobId": job_id, "wait": 20})
     assert answer.status_code == 200
     assert "response" in answer.get_json()
+    return len([command for command in commands if "HMGET" in command.upper()])
+
+
+def test_a_long_poll_reads_its_job_only_when_woken(own_app, slow_model_client, connection):
+    client = slow_model_client
+    job_id = client.post("/chat", json=CHAT).get_json()["jobId"]
+    # Not the first poll of its origin (which the app answers once, at once: lean_polls).
+    assert client.post("/check_response", json={"jobId": job_id}).get_json() == {"processing": True}
     # Looking every 0.2 s through the model's 1.5 s would have been 7 looks or more; woken,
     # a poll looks when it starts and when its message comes (plus at most one while the
     # process's subscription is being made).
-    assert 1 <= len([look for look in looks if "HMGET" in look.upper()]) <= 3
+    assert 1 <= long_poll_looks(client, connection, job_id) <= 3
     assert services(own_app).job_updates.waiting() == 0
 
 
 def test_a_long_poll_right_after_its_chat_looks_only_when_its_answer_comes(
-    own_app, own_stack_env, start_worker, upstream, connection
+    own_app, slow_model_client, connection
 ):
-    start_worker(own_stack_env)
-    control(upstream, {"latency": 1.5})
-    client = own_app.test_client()
+    client = slow_model_client
     # The origin's first poll of a job (which the app answers once, at once: lean_polls).
     earlier = client.post("/chat", json=CHAT).get_json()["jobId"]
     assert client.post("/check_response", json={"jobId": earlier}).status_code == 200
@@ -108,21 +115,13 @@ def test_a_long_poll_right_after_its_chat_looks_only_when_its_answer_comes(
     updates.wait_for("warm-up", 0.01, lambda: False)  # the first wait subscribes...
     wait_for(lambda: updates.listening)  # ...and the subscription is up before the chat
     job_id = client.post("/chat", json=CHAT).get_json()["jobId"]
-    with commands_on(connection, outcome_key(job_id)) as looks:
-        answer = client.post("/check_response", json={"jobId": job_id, "wait": 20})
-    assert answer.status_code == 200
-    assert "response" in answer.get_json()
     # Queued by this process and not written to since: nothing to look at before the
     # worker's message, then one look that hands the answer over.
-    assert len([look for look in looks if "HMGET" in look.upper()]) == 1
+    assert long_poll_looks(client, connection, job_id) == 1
 
 
-def test_an_open_stream_reads_the_deltas_only_when_woken(
-    own_app, own_stack_env, start_worker, upstream, connection
-):
-    start_worker(own_stack_env)
-    control(upstream, {"latency": 1.5})
-    client = own_app.test_client()
+def test_an_open_stream_reads_the_deltas_only_when_woken(slow_model_client, connection):
+    client = slow_model_client
     job_id = client.post("/chat", json=CHAT).get_json()["jobId"]  # not streamed: one delta
     with commands_on(connection, deltas_key(job_id)) as looks:
         events = client.get(f"/stream/{job_id}").get_data(as_text=True)
@@ -131,12 +130,8 @@ def test_an_open_stream_reads_the_deltas_only_when_woken(
     assert 1 <= len([look for look in looks if "XREAD" in look.upper()]) <= 3
 
 
-def test_a_streamed_answer_is_read_once_per_batch_of_deltas(
-    own_app, own_stack_env, start_worker, upstream, connection
-):
-    start_worker(own_stack_env)
-    control(upstream, {"latency": 1.5})
-    client = own_app.test_client()
+def test_a_streamed_answer_is_read_once_per_batch_of_deltas(slow_model_client, connection):
+    client = slow_model_client
     body = {"messages": [{"role": "user", "content": "one two three four five"}], "stream": True}
     job_id = client.post("/chat", json=body).get_json()["jobId"]
     with commands_on(connection, deltas_key(job_id)) as commands:
