@@ -215,6 +215,8 @@ def cell(row: Mapping[str, Any], key: str) -> str:
         return ">=" + text
     if key == "ratio_to_ideal" and row.get(key) is not None:
         return f"{row[key]:.0%}"
+    if key == "worker" and row.get("worker_processes", 1) > 1:
+        return f"{text} x{row['worker_processes']}"
     return text
 
 
@@ -246,7 +248,7 @@ def cpu_table(rows: Sequence[Mapping[str, Any]]) -> str:
         cells = [fmt(per_answer.get(name), 1) for name in CPU_PROCESSES]
         busy = row.get("machine_cpu_busy")
         lines.append(
-            f"| {row['worker']} | {row.get('scenario', 'spread')} | {row['participants']} | "
+            f"| {cell(row, 'worker')} | {row.get('scenario', 'spread')} | {row['participants']} | "
             + " | ".join(cells)
             + " | "
             f"{'-' if busy is None else f'{busy:.0%}'} | {fmt(row.get('others_cpu_s'), 0)} | "

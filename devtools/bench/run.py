@@ -106,6 +106,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--time-limit", type=float, default=180.0, help="cut-off of a concurrent run (s)")
     add("--stock-time-limit", type=float, default=60.0, help="cut-off of a stock run (s)")
     add("--worker-concurrency", type=int, help="WORKER_CONCURRENCY (default: settings.py)")
+    add(
+        "--worker-processes",
+        type=int,
+        default=1,
+        help="concurrent worker processes on the queue (their CPU and memory are summed)",
+    )
     add("--out", type=Path, default=REPO_ROOT / "bench-results", help="where results go")
     add(
         "--logs",
@@ -201,9 +207,12 @@ def one_run(
     load_before = os.getloadavg()[0]
     speed_before = reference_ms()
     overrides = env_overrides(args, shape)
-    with stack.service(kind, overrides) as (web, worker):
-        pids = {"web": web.pid, "worker": worker.pid, **stack.shared_pids()}
-        with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, worker.pid):
+    processes = args.worker_processes if kind == "concurrent" else 1
+    with stack.service(kind, overrides, processes) as (web, workers):
+        worker_pids = [worker.pid for worker in workers if worker.pid is not None]
+        pids = {"web": web.pid, "worker": worker_pids, **stack.shared_pids()}
+        first = workers[0].pid
+        with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, first):
             before, commands_before = own_cpu_s(), stack.redis_commands()
             with generator_priority():
                 result = simulate(web.url, plan)
@@ -216,6 +225,7 @@ def one_run(
     row.update(process_figures(sampler.usage, row["answers"]))
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
     row["redis_commands_per_answer"] = commands / row["answers"] if row["answers"] else None
+    row["worker_processes"] = processes
     row["load_average_before"] = load_before
     row["machine_busy_before"] = busy_before
     row["reference_ms"] = speed_before
@@ -298,8 +308,9 @@ def print_run(row: Mapping[str, Any]) -> None:
     """One line per run while the benchmark goes on."""
     cpu = ", ".join(f"{name} {ms:.1f}" for name, ms in row["cpu_ms_per_answer"].items())
     cut = " (cut off at the time limit)" if row["cut_off"] else ""
+    worker = row["worker"] + (f" x{row['worker_processes']}" if row["worker_processes"] > 1 else "")
     print(
-        f"{row['worker']:>10} {row['scenario']:>9} N={row['participants']:<4} "
+        f"{worker:>10} {row['scenario']:>9} N={row['participants']:<4} "
         f"{row['answers_per_s']:.1f} answers/s = {row['ratio_to_ideal']:.0%} of ideal, "
         f"p99 {row['p99_s'] or 0:.2f} s, slowest {row['max_s'] or 0:.2f} s, "
         f"{row['errors']} errors{cut}; needs {row['cores_needed']:.2f} cores"

@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -96,12 +96,17 @@ def children_by_parent() -> dict[int, list[int]]:
     return children
 
 
-def tree(pid: int | None, children: Mapping[int, list[int]] | None = None) -> list[psutil.Process]:
-    """The process and all its descendants that are alive now (`children`: see above)."""
+# A name's processes: one pid, several (each with its descendants), or none yet.
+Pids = int | Sequence[int] | None
+
+
+def tree(pid: Pids, children: Mapping[int, list[int]] | None = None) -> list[psutil.Process]:
+    """The processes and all their descendants that are alive now (`children`: see above)."""
     if pid is None:
         return []
     children = children_by_parent() if children is None else children
-    found, todo = [], [pid]
+    found: list[psutil.Process] = []
+    todo = [pid] if isinstance(pid, int) else list(pid)
     while todo:
         current = todo.pop()
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
@@ -120,23 +125,29 @@ def rss_of(processes: list[psutil.Process]) -> int:
 
 
 def cpu_of(processes: list[psutil.Process]) -> float:
-    """CPU seconds used so far by a tree, the first's reaped children (forked jobs) included."""
+    """CPU seconds used so far by processes, their reaped children (forked jobs) included.
+
+    A reaped child's time is in its parent's children times; the parent of each process
+    but the roots is in the list too, so only the roots' are counted, or it would count
+    twice: each process whose parent is not in the list is a root.
+    """
+    pids = {process.pid for process in processes}
     total = 0.0
-    for index, process in enumerate(processes):
+    for process in processes:
         with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
             times = process.cpu_times()
             total += times.user + times.system
-            if index == 0:
+            if process.ppid() not in pids:
                 total += times.children_user + times.children_system
     return total
 
 
-def tree_rss(pid: int | None) -> int:
+def tree_rss(pid: Pids) -> int:
     """Resident memory of a process tree, in bytes."""
     return rss_of(tree(pid))
 
 
-def tree_cpu(pid: int | None) -> float:
+def tree_cpu(pid: Pids) -> float:
     """CPU seconds used so far by a process tree, reaped children (forked jobs) included."""
     return cpu_of(tree(pid))
 
@@ -240,7 +251,7 @@ class Usage:
 class UsageSampler:
     """Samples memory and CPU of named process trees on a thread, and CPU at both ends."""
 
-    def __init__(self, pids: Mapping[str, int | None]) -> None:
+    def __init__(self, pids: Mapping[str, Pids]) -> None:
         self.pids = dict(pids)
         self.usage = Usage(peak_rss_mb=dict.fromkeys(self.pids, 0.0))
         self._cpu_at_start = {name: tree_cpu(pid) for name, pid in self.pids.items()}
@@ -338,26 +349,34 @@ class BenchStack:
 
     @contextlib.contextmanager
     def service(
-        self, worker_kind: str, overrides: Mapping[str, str]
-    ) -> Iterator[tuple[WebServer, WorkerProcess]]:
-        """A fresh web and worker on an empty Redis; both killed afterwards."""
+        self, worker_kind: str, overrides: Mapping[str, str], worker_processes: int = 1
+    ) -> Iterator[tuple[WebServer, list[WorkerProcess]]]:
+        """A fresh web and `worker_processes` workers on an empty Redis; all killed afterwards."""
         redis.Redis.from_url(self.redis.url).flushall()
         self.upstream_call("/_control", {"reset": True})  # counters start from zero
         env = child_env(self.settings(), overrides)
         run_dir = self.directory / worker_kind
         web = WebServer(env, directory=run_dir)
-        worker = WorkerProcess(
-            env, list(WORKER_ARGS[worker_kind]), directory=run_dir, name=f"worker-{worker_kind}"
-        )
+        workers = [
+            WorkerProcess(
+                env,
+                list(WORKER_ARGS[worker_kind]),
+                directory=run_dir,
+                name=f"worker-{worker_kind}" + (f"-{index + 1}" if index else ""),
+            )
+            for index in range(worker_processes)
+        ]
+        processes = [web, *workers]
         try:
-            with ThreadPoolExecutor(2) as pool:  # neither waits for the other: start together
-                for started in [pool.submit(process.start) for process in (web, worker)]:
+            # None waits for another: they start together.
+            with ThreadPoolExecutor(len(processes)) as pool:
+                for started in [pool.submit(process.start) for process in processes]:
                     started.result()
-            for process in (web, worker):
+            for process in processes:
                 raise_priority(process.pid, SERVER_NICE)
-            yield web, worker
+            yield web, workers
         finally:
             # The run is measured and Redis is emptied before the next: a graceful stop
             # (seconds of draining) would only make the benchmark longer.
-            for process in (worker, web):
+            for process in reversed(processes):
                 process.kill()

@@ -143,6 +143,12 @@ def test_cpu_table_shows_ms_per_answer_and_the_machine():
     assert table[2] == f"| concurrent | spread | 200 | {cells} |"
 
 
+def test_runs_with_several_worker_processes_say_so():
+    row = {"worker": "concurrent", "worker_processes": 2, "participants": 10}
+    assert markdown_table([row]).splitlines()[2].startswith("| concurrent x2 | - | 10 |")
+    assert cpu_table([row]).splitlines()[2].startswith("| concurrent x2 | spread | 10 |")
+
+
 def test_cpu_between_two_moments_is_interpolated_from_the_samples():
     timeline = [(0.0, {"web": 0.0}), (1.0, {"web": 0.4}), (2.0, {"web": 1.4})]
     assert cpu_between(timeline, 0.5, 1.5) == {"web": pytest.approx(0.9 - 0.2)}

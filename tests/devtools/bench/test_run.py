@@ -28,7 +28,7 @@ ROW_FIELDS = {
     "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
     "machine_busy_before", "reference_ms", "upstream_max_in_flight", "worker_concurrency",
-    "window_s", "window_answers", "redis_commands_per_answer",
+    "window_s", "window_answers", "redis_commands_per_answer", "worker_processes",
     "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
 }  # fmt: skip
 
@@ -106,3 +106,18 @@ def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
     summary = (tmp_path / "out" / "results.md").read_text()
     assert "| concurrent | spread | 5 |" in summary and "| stock | spread | 5 |" in summary
     assert "| concurrent | spread | 5 |" in capsys.readouterr().out
+
+
+def test_a_run_with_two_worker_processes_counts_both(tmp_path: Path):
+    argv = ["--participants", "5", "--turns", "2", "--latency", "0.1", "--jitter", "0.05",
+            "--workers", "concurrent", "--scenarios", "spread", "--worker-processes", "2",
+            "--no-chart",
+            "--out", str(tmp_path / "out"), "--logs", str(tmp_path / "logs")]  # fmt: skip
+    assert main(argv) == 0
+
+    [row] = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    assert row["worker_processes"] == 2
+    assert row["answers"] == 10 and row["errors"] == 0
+    logs = sorted(path.name for path in (tmp_path / "logs").glob("*/concurrent/worker-*.log"))
+    assert logs == ["worker-concurrent-2.log", "worker-concurrent.log"]
+    assert "| concurrent x2 | spread | 5 |" in (tmp_path / "out" / "results.md").read_text()

@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from devtools.bench.stack import UsageSampler, child_env, study_env, tree, tree_cpu, tree_rss
 
 
@@ -20,6 +22,21 @@ def test_tree_holds_the_process_and_its_children():
         child.kill()
         child.wait()
     assert tree(None) == [] and tree_rss(None) == 0
+
+
+def test_a_tree_of_several_processes_holds_each_and_counts_each_once():
+    sleepers = [
+        subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"]) for _ in range(2)
+    ]
+    try:
+        pids = [sleeper.pid for sleeper in sleepers]
+        assert {process.pid for process in tree(pids)} == set(pids)
+        # This process and its children: each child's time is counted once, as its own.
+        assert tree_cpu([os.getpid(), *pids]) == pytest.approx(tree_cpu(os.getpid()), abs=0.05)
+    finally:
+        for sleeper in sleepers:
+            sleeper.kill()
+            sleeper.wait()
 
 
 def test_tree_reaches_grandchildren_started_by_any_thread():
