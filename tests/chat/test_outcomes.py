@@ -67,11 +67,15 @@ def stored(connection: Redis, release_at: float | None = None) -> str:
 
 
 def deliveries(connection: Redis, job_id: str) -> int:
+    """Delivery notes of `job_id` waiting in the chat log's stream.
+
+    Tests that count them use their own Redis: the session's worker ships (and deletes)
+    the shared Redis's entries at any moment.
+    """
     return sum(job_id in fields[b"doc"].decode() for _, fields in connection.xrange(STREAM))
 
 
-def test_take_state_marks_a_released_answer_delivered_once(redis_server):
-    connection = Redis.from_url(redis_server.url)
+def test_take_state_marks_a_released_answer_delivered_once(connection):
     job_id = stored(connection)
     taken = take_state(connection, job_id)
     assert (taken.status_code, taken.body, taken.delivered) == (200, b'{"response": {}}', True)
@@ -80,11 +84,9 @@ def test_take_state_marks_a_released_answer_delivered_once(redis_server):
     assert take_state(connection, job_id).delivered
     assert connection.hget(outcome_key(job_id), DELIVERED) == stamp
     assert deliveries(connection, job_id) == 1
-    connection.close()
 
 
-def test_take_state_leaves_a_held_back_answer_undelivered(redis_server):
-    connection = Redis.from_url(redis_server.url)
+def test_take_state_leaves_a_held_back_answer_undelivered(connection):
     job_id = stored(connection, release_at=time.time() + 60)
     taken = take_state(connection, job_id)
     assert taken.body == b'{"response": {}}'
@@ -93,7 +95,6 @@ def test_take_state_leaves_a_held_back_answer_undelivered(redis_server):
     assert connection.hget(outcome_key(job_id), DELIVERED) is None
     assert deliveries(connection, job_id) == 0
     assert take_state(connection, str(uuid.uuid4())) == JobState(None, None, None)
-    connection.close()
 
 
 def test_whether_an_earlier_run_answered_is_asked_of_redis_unless_seen_at_start(redis_server):
