@@ -1,0 +1,174 @@
+"""What one model call costs the worker in CPU: one at a time, on threads, on an asyncio loop.
+
+`python -m devtools.bench.model_call_cost` makes `--calls` chat completion calls against
+the fake OpenAI server and divides this process's CPU time by them, three ways:
+
+- one at a time, on one thread, against an upstream that answers at once: the call's
+  own cost, with nothing else in flight;
+- on `--concurrency` threads, as ConcurrentWorker makes them (`llm_client.complete`
+  with a client per call in flight, model_clients), the upstream answering in
+  `--latency` s so that the calls overlap;
+- on one asyncio loop, through `openai.AsyncOpenAI`, the same generic POST, up to
+  `--concurrency` at once with a client per call in flight, the same latency.
+
+The difference between the first and second lines is what running calls side by side on
+threads adds; the third says whether an asyncio model client (issue 14's "an asyncio
+model client on one event loop") would take that away. The fake server runs in its own
+process, so its CPU is not counted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import ssl
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx2 as httpx
+import openai
+from openai import DEFAULT_CONNECTION_LIMITS
+
+from devtools.bench.worker_cost import settings_for
+from devtools.servers import FakeOpenAIServer
+from studychat.chat import llm_client
+from studychat.settings import Settings
+
+REQUEST = llm_client.build_request([{"role": "user", "content": "hello"}], "gpt-4o-mini", 100)
+
+
+Way = Callable[[int], int]  # makes that many calls; returns how many were answered
+
+
+def cpu_ms_per_call(calls: int, run: Way) -> tuple[float, int]:
+    """This process's CPU ms per call while `run` makes `calls` calls, and the answers."""
+    before = time.process_time()
+    answered = run(calls)
+    return (time.process_time() - before) * 1000 / calls, answered
+
+
+def on_threads(settings: Settings, concurrency: int) -> Way:
+    """Calls as the worker makes them: each on a thread, with a client of its own."""
+    clients = llm_client.make_clients(settings)
+
+    def one(index: int) -> bool:
+        with clients.client() as client:
+            return bool(llm_client.complete(client, REQUEST, f"call-{index}").raw_json)
+
+    def run(calls: int) -> int:
+        with ThreadPoolExecutor(concurrency) as pool:
+            return sum(pool.map(one, range(calls)))
+
+    run(min(concurrency, 64))  # clients and connections made before the count
+    return run
+
+
+def make_async_client(settings: Settings, tls: ssl.SSLContext) -> openai.AsyncOpenAI:
+    """An asyncio client configured as llm_client.make_client configures the worker's."""
+    limits = httpx.Limits(
+        max_connections=DEFAULT_CONNECTION_LIMITS.max_connections,
+        max_keepalive_connections=1,
+        keepalive_expiry=DEFAULT_CONNECTION_LIMITS.keepalive_expiry,
+    )
+    return openai.AsyncOpenAI(
+        api_key=settings.OPENAI_API_KEY,
+        base_url=settings.OPENAI_BASE_URL,
+        timeout=settings.LLM_TIMEOUT_S,
+        max_retries=settings.LLM_MAX_RETRIES,
+        http_client=openai.DefaultAsyncHttpxClient(limits=limits, verify=tls),
+    )
+
+
+async def on_one_loop(settings: Settings, calls: int, concurrency: int) -> int:
+    """`calls` calls on this loop, up to `concurrency` at once, a client per call in flight."""
+    tls = httpx.create_ssl_context()
+    idle: list[openai.AsyncOpenAI] = []
+    slots = asyncio.Semaphore(concurrency)
+
+    async def one(index: int) -> bool:
+        async with slots:
+            client = idle.pop() if idle else make_async_client(settings, tls)
+            try:
+                response = await client.post(
+                    llm_client.CHAT_COMPLETIONS,
+                    body=REQUEST,
+                    cast_to=httpx.Response,
+                    options={"idempotency_key": f"call-{index}"},
+                )
+                # As llm_client.complete reads the answer.
+                return bool(json.loads(response.text).get("choices"))
+            finally:
+                idle.append(client)
+
+    return sum(await asyncio.gather(*(one(index) for index in range(calls))))
+
+
+def on_asyncio(settings: Settings, concurrency: int, runner: asyncio.Runner) -> Way:
+    """Calls on `runner`'s loop (asyncio's own, as a worker would run it)."""
+
+    def run(calls: int) -> int:
+        return runner.run(on_one_loop(settings, calls, concurrency))
+
+    run(min(concurrency, 64))  # clients and connections made before the count
+    return run
+
+
+def alone(upstream_url: str, calls: int) -> tuple[float, int]:
+    """CPU ms per call, one call at a time on one thread."""
+    settings = settings_for("redis://127.0.0.1:1", upstream_url, 1)
+    return cpu_ms_per_call(calls, on_threads(settings, 1))
+
+
+def side_by_side(upstream_url: str, calls: int, concurrency: int) -> dict[str, tuple[float, int]]:
+    """CPU ms per call, up to `concurrency` at once, on threads and on one asyncio loop."""
+    settings = settings_for("redis://127.0.0.1:1", upstream_url, concurrency)
+    threads = cpu_ms_per_call(calls, on_threads(settings, concurrency))
+    with asyncio.Runner() as runner:
+        loop = cpu_ms_per_call(calls, on_asyncio(settings, concurrency, runner))
+    return {"threads": threads, "asyncio": loop}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Print the CPU per model call of each way."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=3000)
+    parser.add_argument("--latency", type=float, default=2.0, help="upstream seconds per answer")
+    parser.add_argument("--concurrency", type=int, default=1024, help="calls in flight at most")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    with tempfile.TemporaryDirectory() as folder:
+        place = Path(folder)
+        with (
+            FakeOpenAIServer(directory=place) as at_once,
+            FakeOpenAIServer(directory=place, latency=args.latency) as slow,
+        ):
+            one_at_a_time = alone(at_once.base_url, args.calls)
+            overlapping = side_by_side(slow.base_url, args.calls, args.concurrency)
+    report(one_at_a_time, overlapping, args)
+    return 0
+
+
+def report(
+    one_at_a_time: tuple[float, int],
+    overlapping: dict[str, tuple[float, int]],
+    args: argparse.Namespace,
+) -> None:
+    """One line per way."""
+    print(line("one at a time", *one_at_a_time, args.calls, "one thread, answered at once"))
+    at_once = f"up to {args.concurrency} at once, {args.latency} s each"
+    for way in ("threads", "asyncio"):
+        print(line(way, *overlapping[way], args.calls, at_once))
+
+
+def line(way: str, cpu_ms: float, answered: int, calls: int, how: str) -> str:
+    """One way's figure, as printed."""
+    return f"{way}: {cpu_ms:.2f} ms of CPU per model call ({answered} of {calls} answered; {how})"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
