@@ -32,9 +32,8 @@ from pathlib import Path
 
 import httpx2 as httpx
 import openai
-from openai import DEFAULT_CONNECTION_LIMITS
 
-from devtools.bench.worker_cost import settings_for
+from devtools.bench.worker_cost import settings_for, upstream_arguments
 from devtools.servers import FakeOpenAIServer
 from studychat.chat import llm_client
 from studychat.settings import Settings
@@ -70,18 +69,8 @@ def on_threads(settings: Settings, concurrency: int) -> Way:
 
 def make_async_client(settings: Settings, tls: ssl.SSLContext) -> openai.AsyncOpenAI:
     """An asyncio client configured as llm_client.make_client configures the worker's."""
-    limits = httpx.Limits(
-        max_connections=DEFAULT_CONNECTION_LIMITS.max_connections,
-        max_keepalive_connections=1,
-        keepalive_expiry=DEFAULT_CONNECTION_LIMITS.keepalive_expiry,
-    )
-    return openai.AsyncOpenAI(
-        api_key=settings.OPENAI_API_KEY,
-        base_url=settings.OPENAI_BASE_URL,
-        timeout=settings.LLM_TIMEOUT_S,
-        max_retries=settings.LLM_MAX_RETRIES,
-        http_client=openai.DefaultAsyncHttpxClient(limits=limits, verify=tls),
-    )
+    http_client = openai.DefaultAsyncHttpxClient(limits=llm_client.ONE_CONNECTION, verify=tls)
+    return openai.AsyncOpenAI(**llm_client.client_options(settings), http_client=http_client)
 
 
 async def on_one_loop(settings: Settings, calls: int, concurrency: int) -> int:
@@ -135,22 +124,23 @@ def side_by_side(upstream_url: str, calls: int, concurrency: int) -> dict[str, t
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the CPU per model call of each way."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = upstream_arguments(__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=3000)
-    parser.add_argument("--latency", type=float, default=2.0, help="upstream seconds per answer")
-    parser.add_argument("--concurrency", type=int, default=1024, help="calls in flight at most")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
-    with tempfile.TemporaryDirectory() as folder:
-        place = Path(folder)
-        with (
-            FakeOpenAIServer(directory=place) as at_once,
-            FakeOpenAIServer(directory=place, latency=args.latency) as slow,
-        ):
-            one_at_a_time = alone(at_once.base_url, args.calls)
-            overlapping = side_by_side(slow.base_url, args.calls, args.concurrency)
-    report(one_at_a_time, overlapping, args)
+    report(*measure(args), args)
     return 0
+
+
+def measure(args: argparse.Namespace) -> tuple[tuple[float, int], dict[str, tuple[float, int]]]:
+    """Each way's CPU ms per call and answers, against upstreams of the fake model."""
+    with (
+        tempfile.TemporaryDirectory() as folder,
+        FakeOpenAIServer(directory=Path(folder)) as at_once,
+        FakeOpenAIServer(directory=Path(folder), latency=args.latency) as slow,
+    ):
+        one_at_a_time = alone(at_once.base_url, args.calls)
+        return one_at_a_time, side_by_side(slow.base_url, args.calls, args.concurrency)
 
 
 def report(

@@ -48,6 +48,16 @@ def settings_for(redis_url: str, upstream_url: str, concurrency: int) -> Setting
     )
 
 
+def upstream_arguments(description: str) -> argparse.ArgumentParser:
+    """A parser of the options the worker's benchmarks share: the model's latency, calls at once."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--latency", type=float, default=2.0, help="upstream seconds per answer")
+    parser.add_argument(
+        "--concurrency", type=int, default=1024, help="model calls at once (WORKER_CONCURRENCY)"
+    )
+    return parser
+
+
 def one_round(settings: Settings, redis_pid: int, count: int) -> tuple[float, float, int]:
     """Queue `count` chat turns and run them: (worker, redis) CPU ms per job, finished."""
     connection = make_redis(settings.REDIS_URL, max_connections=settings.REDIS_MAX_CONNECTIONS)
@@ -70,10 +80,8 @@ def one_round(settings: Settings, redis_pid: int, count: int) -> tuple[float, fl
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Print the worker's CPU per chat job, one figure per round."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = upstream_arguments(__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=3000, help="chat jobs per round")
-    parser.add_argument("--latency", type=float, default=2.0, help="upstream seconds per answer")
-    parser.add_argument("--concurrency", type=int, default=1024, help="WORKER_CONCURRENCY")
     parser.add_argument("--rounds", type=int, default=1)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)

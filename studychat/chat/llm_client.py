@@ -81,22 +81,28 @@ def make_clients(settings: Settings) -> ModelClients:
 
 
 def make_client(settings: Settings, tls: ssl.SSLContext | None = None) -> openai.OpenAI:
-    """An OpenAI client for one call at a time, bounded by the timeout and retry settings.
+    """An OpenAI client for one call at a time, bounded by the timeout and retry settings."""
+    http_client = openai.DefaultHttpxClient(limits=ONE_CONNECTION, verify=tls or True)
+    return openai.OpenAI(**client_options(settings), http_client=http_client)
 
-    It keeps one connection alive between calls, for as long as the SDK keeps one.
-    """
-    limits = httpx.Limits(
-        max_connections=DEFAULT_CONNECTION_LIMITS.max_connections,
-        max_keepalive_connections=1,
-        keepalive_expiry=DEFAULT_CONNECTION_LIMITS.keepalive_expiry,
-    )
-    return openai.OpenAI(
-        api_key=settings.OPENAI_API_KEY,
-        base_url=settings.OPENAI_BASE_URL or None,
-        timeout=settings.LLM_TIMEOUT_S,
-        max_retries=settings.LLM_MAX_RETRIES,
-        http_client=openai.DefaultHttpxClient(limits=limits, verify=tls or True),
-    )
+
+# A client for one call at a time keeps one connection alive between calls, for as long
+# as the SDK keeps one.
+ONE_CONNECTION = httpx.Limits(
+    max_connections=DEFAULT_CONNECTION_LIMITS.max_connections,
+    max_keepalive_connections=1,
+    keepalive_expiry=DEFAULT_CONNECTION_LIMITS.keepalive_expiry,
+)
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """A model client's key, address, timeout and retries, from the settings."""
+    return {
+        "api_key": settings.OPENAI_API_KEY,
+        "base_url": settings.OPENAI_BASE_URL or None,
+        "timeout": settings.LLM_TIMEOUT_S,
+        "max_retries": settings.LLM_MAX_RETRIES,
+    }
 
 
 def complete(
