@@ -21,7 +21,6 @@ WORKER_METHODS: dict[str, tuple[str, ...]] = {
     "prepare_job_execution": ("job", "remove_from_intermediate_queue"),
     "handle_execution_ended": ("job", "queue", "heartbeat_ttl"),
     "handle_job_success": ("job", "queue", "started_job_registry"),
-    "increment_successful_job_count": ("pipeline",),
     "increment_total_working_time": ("job_execution_time", "pipeline"),
     "heartbeat": ("timeout", "pipeline"),
     "set_state": ("state", "pipeline"),
@@ -99,6 +98,10 @@ JOB_ATTRIBUTES: tuple[str, ...] = ("redis_job_namespace_prefix", "repeats_left")
 # transaction that records the job as started; the rest (RQ's job stack, Job._execute,
 # Job._result) it repeats as RQ has it.
 PERFORM_LEFT_TO_START = "self.connection.persist(self.key)"
+# The field of the worker's hash that counts its successful jobs (Worker.successful_job_count,
+# which `rq info` and rq-dashboard show): the worker adds a batch's successes to it at once,
+# where RQ's increment_successful_job_count adds one.
+SUCCESSFUL_JOB_COUNT = "successful_job_count"
 # Attributes the shared watchdog reads from rq.timeouts.BaseDeathPenalty.
 DEATH_PENALTY_ATTRIBUTES: tuple[str, ...] = ("_timeout", "_exception")
 # The started registry keeps `<job id>:<execution id>` members scored by when their

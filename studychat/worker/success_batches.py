@@ -35,20 +35,20 @@ T = TypeVar("T")
 class SuccessBatches(Generic[T]):
     """Collects successes from job threads and writes them in batches on a thread of its own.
 
-    `write(pipeline, success)` queues one success's commands; `on_error(error, count)` is
-    told of a batch that could not be written.
+    `write(pipeline, successes)` queues the commands of the successes that share one
+    transaction; `on_error(error, count)` is told of a batch that could not be written.
     """
 
     def __init__(
         self,
         connection: Redis,
-        write: Callable[[Pipeline, T], None],
+        write: Callable[[Pipeline, list[T]], None],
         on_error: Callable[[Exception, int], None],
         window_s: float = WINDOW_S,
     ) -> None:
         self.connection = connection
         self.window_s = window_s
-        self._write_one = write
+        self._write_part = write
         self._on_error = on_error
         self._pending: list[T] = []
         self._arrived = threading.Condition()
@@ -100,8 +100,7 @@ class SuccessBatches(Generic[T]):
             part = batch[start : start + PER_TRANSACTION]
             try:
                 with self.connection.pipeline() as pipeline:
-                    for success in part:
-                        self._write_one(pipeline, success)
+                    self._write_part(pipeline, part)
                     pipeline.execute()
             except Exception as error:
                 self._on_error(error, len(part))

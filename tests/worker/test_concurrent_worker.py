@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
+from rq import Worker
 from rq.job import JobStatus
 from rq.registry import clean_registries
 
@@ -144,6 +145,11 @@ def test_jobs_ending_together_record_their_successes_together(
     # jobs' start and their successes take a few more (25 in all here), where a
     # transaction per success takes 20 more (44).
     assert 20 < transactions_run(connection) - before <= 32
+    # RQ's counters of the worker, as `rq info` and rq-dashboard read them, count every
+    # job and its second of work, though added once per batch.
+    (worker,) = Worker.all(connection=connection)
+    assert worker.successful_job_count == 20
+    assert 20.0 <= worker.total_working_time < 20.0 * 3
 
 
 def transactions_run(connection) -> int:

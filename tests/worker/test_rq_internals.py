@@ -123,6 +123,16 @@ def test_started_registry_member_layout(connection):
     assert parse_composite_key(expected) == (job.id, worker.execution.id)
 
 
+def test_successful_job_count_field_is_what_rq_reads_and_adds_to(connection):
+    queue = Queue("contract", connection=connection, serializer=SERIALIZER)
+    worker = ConcurrentWorker([queue], connection=connection, serializer=SERIALIZER)
+    worker.register_birth()
+    worker.increment_successful_job_count()
+    connection.hincrby(worker.key, rq_internals.SUCCESSFUL_JOB_COUNT, 3)
+    worker.refresh()
+    assert worker.successful_job_count == 4
+
+
 @pytest.mark.parametrize("text", sorted(rq_internals.PER_JOB_LOG_FORMATS))
 def test_per_job_log_format(text):
     source = inspect.getsource(BaseWorker.perform_job) + inspect.getsource(

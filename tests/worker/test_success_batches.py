@@ -21,8 +21,8 @@ def transactions_run(connection: Redis) -> int:
 def counting_batches(connection: Redis, window_s: float, errors: list | None = None):
     """Batches whose every success adds one to the key `written`."""
 
-    def write(pipeline, _success: int) -> None:
-        pipeline.incr("written")
+    def write(pipeline, successes: list[int]) -> None:
+        pipeline.incrby("written", len(successes))
 
     def on_error(error: Exception, count: int) -> None:
         (errors if errors is not None else []).append((type(error).__name__, count))
