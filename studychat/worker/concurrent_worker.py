@@ -85,6 +85,19 @@ def working_time(entry: InFlight) -> timedelta:
     return entry.job.ended_at - entry.job.started_at
 
 
+def expire_finished(job: Job, result_ttl: int, pipeline: Pipeline) -> None:
+    """RQ's cleanup of a finished job, less what a job without dependents needs not.
+
+    For a kept result RQ's Job.cleanup sets the expiry of the job's key and of its
+    dependents' and dependencies' keys; jobs run here have neither (their dependents are
+    never enqueued, see _write_success), so those two commands would touch nothing.
+    """
+    if result_ttl > 0:
+        pipeline.expire(job.key, result_ttl)
+    else:
+        job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+
+
 class _PerThread(threading.local):
     execution: Execution | None = None
     working_time: float = 0
@@ -377,7 +390,7 @@ class ConcurrentWorker(BaseWorker):
                 execution_started_at=execution.created_at,
                 execution_ended_at=job.ended_at,
             )
-        job.cleanup(result_ttl, pipeline=pipeline, remove_from_queue=False)
+        expire_finished(job, result_ttl, pipeline)
         execution.delete(job=job, pipeline=pipeline)
 
     def _successes_not_written(self, error: Exception, count: int) -> None:

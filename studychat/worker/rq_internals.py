@@ -102,6 +102,13 @@ PERFORM_LEFT_TO_START = "self.connection.persist(self.key)"
 # which `rq info` and rq-dashboard show): the worker adds a batch's successes to it at once,
 # where RQ's increment_successful_job_count adds one.
 SUCCESSFUL_JOB_COUNT = "successful_job_count"
+# What Job.cleanup does for a positive ttl: the keys it sets to expire. The worker sets
+# only the first (expire_finished); the others belong to dependencies its jobs never have.
+CLEANUP_EXPIRES: tuple[str, ...] = (
+    "connection.expire(self.key, ttl)",
+    "connection.expire(self.dependents_key, ttl)",
+    "connection.expire(self.dependencies_key, ttl)",
+)
 # Attributes the shared watchdog reads from rq.timeouts.BaseDeathPenalty.
 DEATH_PENALTY_ATTRIBUTES: tuple[str, ...] = ("_timeout", "_exception")
 # The started registry keeps `<job id>:<execution id>` members scored by when their

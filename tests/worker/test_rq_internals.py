@@ -123,6 +123,16 @@ def test_started_registry_member_layout(connection):
     assert parse_composite_key(expected) == (job.id, worker.execution.id)
 
 
+def test_cleanup_of_a_kept_result_expires_the_listed_keys_and_nothing_else():
+    (branch,) = [
+        node
+        for node in ast.walk(ast.parse(textwrap.dedent(inspect.getsource(Job.cleanup))))
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "ttl > 0"
+    ]
+    expires = [ast.unparse(node) for node in branch.body if isinstance(node, ast.Expr)]
+    assert expires == list(rq_internals.CLEANUP_EXPIRES)
+
+
 def test_successful_job_count_field_is_what_rq_reads_and_adds_to(connection):
     queue = Queue("contract", connection=connection, serializer=SERIALIZER)
     worker = ConcurrentWorker([queue], connection=connection, serializer=SERIALIZER)
