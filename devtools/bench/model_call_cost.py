@@ -11,10 +11,10 @@ the fake OpenAI server and divides this process's CPU time by them, three ways:
 - on one asyncio loop, through `openai.AsyncOpenAI`, the same generic POST, up to
   `--concurrency` at once with a client per call in flight, the same latency.
 
-The difference between the first and second lines is what running calls side by side on
-threads adds; the third says whether an asyncio model client (issue 14's "an asyncio
-model client on one event loop") would take that away. The fake server runs in its own
-process, so its CPU is not counted.
+The difference between the first line and the second is what calls that wait and overlap
+add (mostly the waiting: docs/benchmark.md, tenth round); the third says whether an
+asyncio model client (issue 14's "an asyncio model client on one event loop") would take
+that away. The fake server runs in its own process, so its CPU is not counted.
 """
 
 from __future__ import annotations
