@@ -25,6 +25,7 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -214,10 +215,12 @@ def one_run(
         first = workers[0].pid
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, first):
             before, commands_before = own_cpu_s(), stack.redis_commands()
+            calls_before = stack.redis_command_calls()
             with generator_priority():
                 result = simulate(web.url, plan)
             sampler.usage.cpu_s["bench"] = own_cpu_s() - before
             commands = stack.redis_commands() - commands_before
+            calls = stack.redis_command_calls() - calls_before
         upstream = stack.upstream_call("/_stats")
     write_turns(result, args.logs / f"{plan.run_id}-turns.jsonl")
     row = {"worker": kind, "scenario": shape.name, **summarise(result, args.latency)}
@@ -225,6 +228,7 @@ def one_run(
     row.update(process_figures(sampler.usage, row["answers"]))
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
     row["redis_commands_per_answer"] = commands / row["answers"] if row["answers"] else None
+    row["redis_calls_per_answer"] = calls_per_answer(calls, row["answers"])
     row["worker_processes"] = processes
     row["load_average_before"] = load_before
     row["machine_busy_before"] = busy_before
@@ -263,6 +267,13 @@ def window_cpu_figures(usage: Usage, result: LoadResult, answers: int) -> dict[s
         "cpu_ms_per_answer": per_answer,
         **fits_machine(rate, per_answer.get("all", 0.0), os.cpu_count() or 1),
     }
+
+
+def calls_per_answer(calls: Counter[str], answers: int) -> dict[str, float]:
+    """Each Redis command's calls per answer, the most called first: where commands go."""
+    if not answers:
+        return {}
+    return {name: round(count / answers, 2) for name, count in calls.most_common()}
 
 
 def result_answers(result: LoadResult) -> int:

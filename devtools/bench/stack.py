@@ -15,7 +15,7 @@ import os
 import threading
 import time
 import urllib.request
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -342,6 +342,16 @@ class BenchStack:
         """Commands Redis has run so far: what round trips cost it, whatever the machine's speed."""
         stats = redis.Redis.from_url(self.redis.url).info("stats")
         return int(stats["total_commands_processed"])
+
+    def redis_command_calls(self) -> Counter[str]:
+        """Calls of each Redis command so far, those inside transactions and scripts too."""
+        stats = redis.Redis.from_url(self.redis.url).info("commandstats")
+        return Counter(
+            {
+                name.removeprefix("cmdstat_"): int(figures["calls"])
+                for name, figures in stats.items()
+            }
+        )
 
     def shared_pids(self) -> dict[str, int | None]:
         """Pids of the servers that live across runs."""

@@ -28,7 +28,8 @@ ROW_FIELDS = {
     "requests", "requests_per_answer", "web_peak_rss_mb", "worker_peak_rss_mb", "cpu_s",
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
     "machine_busy_before", "reference_ms", "upstream_max_in_flight", "worker_concurrency",
-    "window_s", "window_answers", "redis_commands_per_answer", "worker_processes",
+    "window_s", "window_answers", "redis_commands_per_answer", "redis_calls_per_answer",
+    "worker_processes",
     "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
 }  # fmt: skip
 
@@ -97,6 +98,10 @@ def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
         assert row["fits_machine"], row["cores_needed"]  # a figure two cores can give
         # Queued, taken, started, answered, delivered: every answer costs Redis commands.
         assert row["redis_commands_per_answer"] >= 5
+        # The same commands by name: the transcript's stream entry is one per answer.
+        by_name = row["redis_calls_per_answer"]
+        assert by_name["xadd"] >= 1 and list(by_name.values()) == sorted(by_name.values())[::-1]
+        assert sum(by_name.values()) <= row["redis_commands_per_answer"] + 1
         assert row["p50_s"] >= 0.05 and row["p99_s"] <= row["max_s"]
         assert row["web_peak_rss_mb"] > 20 and row["worker_peak_rss_mb"] > 20
         assert {"web", "worker", "upstream", "redis", "mongo", "bench"} <= set(row["cpu_s"])
