@@ -27,6 +27,7 @@ from studychat.chat import jobs
 from studychat.chat.task_queue import SERIALIZER, enqueue_chat, make_queue, make_redis
 from studychat.settings import Settings, load_settings
 from studychat.worker.concurrent_worker import ConcurrentWorker
+from studychat.worker.main import start_metrics_writer
 
 PARTICIPANTS = 100
 
@@ -93,13 +94,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         ):
             assert redis.pid is not None
             settings = settings_for(redis.url, upstream.base_url, args.concurrency)
-            jobs.init_jobs(settings)
+            # As `python worker.py` runs them: metrics summed and written once a second.
+            metrics = start_metrics_writer(make_redis(settings.REDIS_URL))
+            jobs.init_jobs(settings, metrics.tally)
             for _ in range(args.rounds):
                 own, on_server, done = one_round(settings, redis.pid, args.jobs)
                 print(
                     f"ConcurrentWorker: {own:.2f} ms of worker CPU + {on_server:.2f} ms of"
                     f" redis-server CPU per chat job ({done} of {args.jobs} finished)"
                 )
+            metrics.stop()
     return 0
 
 

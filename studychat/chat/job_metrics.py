@@ -1,9 +1,10 @@
 """Chat job metrics kept in Redis, so that any web process reports what every worker did.
 
 Web and worker run on different machines (Heroku dynos), so the worker cannot leave its
-counts in a local directory the web reads. Instead each job adds its counts to one Redis
-hash, on the transaction that already stores its answer (jobs._finish): no extra round
-trip, and never before the answer is stored. Counts are plain HINCRBY/HINCRBYFLOAT, so
+counts in a local directory the web reads. Instead each job's counts go to one Redis
+hash, never before its answer is stored: summed with those of the other jobs of its
+second by `python worker.py` (metrics_tally), or on the transaction that stores its
+answer under RQ's stock worker (jobs._finish). Counts are plain HINCRBY/HINCRBYFLOAT, so
 any number of workers add to them at once without losing any.
 
 A histogram is kept as one counter per bucket (the smallest bound the value fits), and
@@ -64,41 +65,66 @@ class JobSample:
     usage: Mapping[str, Any] | None
 
 
-def record(pipeline: Pipeline, sample: JobSample, now: float | None = None) -> None:
-    """Queue the job's counts on `pipeline`, the one that stores its answer."""
-    increments = {f"jobs:{sample.outcome}": 1, "retries": max(sample.attempts - 1, 0)}
-    increments.update(_token_counts(sample.usage))
-    for field, value in increments.items():
-        if value:
-            pipeline.hincrby(TOTALS_KEY, field, value)
+# A job's counts: (Redis key, hash field) -> what to add. Integers are HINCRBY, floats
+# (the histograms' sums) HINCRBYFLOAT; the counts of many jobs add up (merge_into).
+Increments = dict[tuple[str, str], int | float]
+
+
+def increments_of(sample: JobSample, now: float | None = None) -> Increments:
+    """What one job adds to the totals and to its minute's counters."""
+    counts: Increments = {(TOTALS_KEY, f"jobs:{sample.outcome}"): 1}
+    counts[TOTALS_KEY, "retries"] = max(sample.attempts - 1, 0)
+    for field, value in _token_counts(sample.usage).items():
+        counts[TOTALS_KEY, field] = value
     for name, seconds in ((UPSTREAM, sample.upstream_s), (TURN, sample.turn_s)):
         if seconds is not None and seconds >= 0:
-            pipeline.hincrby(TOTALS_KEY, f"{name}:bucket:{bucket_for(seconds)}", 1)
-            pipeline.hincrbyfloat(TOTALS_KEY, f"{name}:sum", seconds)
+            counts[TOTALS_KEY, f"{name}:bucket:{bucket_for(seconds)}"] = 1
+            counts[TOTALS_KEY, f"{name}:sum"] = float(seconds)
     minute_key = MINUTE_PREFIX + str(minute_of(now if now is not None else time.time()))
-    pipeline.hincrby(minute_key, "chats", 1)
-    if sample.outcome == FAILED:
-        pipeline.hincrby(minute_key, "errors", 1)
-    pipeline.expire(minute_key, MINUTE_TTL_S)
+    counts[minute_key, "chats"] = 1
+    counts[minute_key, "errors"] = int(sample.outcome == FAILED)
+    return counts
 
 
-def record_job(
-    pipeline: Pipeline,
+def merge_into(total: Increments, counts: Increments) -> None:
+    """Add `counts` to `total`, field by field."""
+    for field, value in counts.items():
+        total[field] = total.get(field, 0) + value
+
+
+def add_increments(pipeline: Pipeline, counts: Increments) -> None:
+    """Queue `counts` on `pipeline`, and a day's lifetime for each minute's counters."""
+    for (key, field), value in counts.items():
+        if not value:
+            continue
+        if isinstance(value, float):
+            pipeline.hincrbyfloat(key, field, value)
+        else:
+            pipeline.hincrby(key, field, value)
+    for key in sorted({key for key, _ in counts if key.startswith(MINUTE_PREFIX)}):
+        pipeline.expire(key, MINUTE_TTL_S)
+
+
+def record(pipeline: Pipeline, sample: JobSample, now: float | None = None) -> None:
+    """Queue the job's counts on `pipeline`, the one that stores its answer."""
+    add_increments(pipeline, increments_of(sample, now))
+
+
+def sample_of(
     job: Job,
     succeeded: bool,
     upstream_s: float | None,
     attempts: int | None,
     usage: Mapping[str, Any] | None,
-) -> None:
-    """Queue a chat job's counts on `pipeline`: its outcome, timings, retries and tokens."""
-    sample = JobSample(
+) -> JobSample:
+    """What a chat job that ended adds: its outcome, timings, retries and tokens."""
+    return JobSample(
         outcome=FINISHED if succeeded else FAILED,
         upstream_s=upstream_s,
         turn_s=seconds_since(job.enqueued_at),
         attempts=attempts or 1,
         usage=usage,
     )
-    record(pipeline, sample)
 
 
 def seconds_since(moment: datetime | None, now: datetime | None = None) -> float | None:

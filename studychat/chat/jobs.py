@@ -15,6 +15,7 @@ from rq.job import Job
 
 from studychat import outage_watch
 from studychat.chat import answer_stream, budgets, job_metrics, llm_client
+from studychat.chat.metrics_tally import MetricsTally
 from studychat.chat.model_clients import ModelClients
 from studychat.chat.outcomes import store_outcome, stored_before_run, success_body
 from studychat.chat.provenance import CallTiming, turn_facts, utc_iso
@@ -30,19 +31,24 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class JobContext:
-    """What every chat job of one worker process shares: its settings and model clients."""
+    """What every chat job of one worker process shares: its settings and model clients.
+
+    With a `tally`, jobs add their metrics to it (written once a second, see
+    metrics_tally); without one, to the transaction that stores their answer.
+    """
 
     settings: Settings
     models: ModelClients
+    tally: MetricsTally | None = None
 
 
 _context: JobContext | None = None
 
 
-def init_jobs(settings: Settings) -> None:
-    """Give this process's chat jobs their settings and model clients (worker.main)."""
+def init_jobs(settings: Settings, tally: MetricsTally | None = None) -> None:
+    """Give this process's chat jobs their settings, model clients and metrics tally."""
     global _context
-    _context = JobContext(settings, llm_client.make_clients(settings))
+    _context = JobContext(settings, llm_client.make_clients(settings), tally)
 
 
 def job_context() -> JobContext:
@@ -184,14 +190,17 @@ def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
         **(session_details(turn, settled) if turn else {}),
     )
     usage = ending.facts["usage"]
+    sample = job_metrics.sample_of(
+        job, succeeded, ending.upstream_s, ending.facts["attempts"], usage
+    )
+    context = job_context()
     with job.connection.pipeline(transaction=True) as pipeline:
-        ttl = job_context().settings.RESULT_TTL_S
+        ttl = context.settings.RESULT_TTL_S
         store_outcome(pipeline, job.id, ending.code, ending.body, ttl, turn_fields(turn, settled))
         answer_stream.mark_ended(pipeline, job.id)
         chat_log.add_entry(pipeline, entry)
-        job_metrics.record_job(
-            pipeline, job, succeeded, ending.upstream_s, ending.facts["attempts"], usage
-        )
+        if context.tally is None:
+            job_metrics.record(pipeline, sample)
         if turn is not None:
             tokens = budgets.usage_tokens(usage)
             add_condition_tokens(pipeline, turn.study, turn.condition, tokens)
@@ -199,6 +208,8 @@ def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
             budgets.queue_usage(pipeline, job.id, ending.budget_key, usage)
         results = pipeline.execute(raise_on_error=False)
     _raise_first_error(results[:-1] if succeeded else results)
+    if context.tally is not None:
+        context.tally.add(sample)  # counted once its answer is stored, never before
     if succeeded and not budgets.usage_recorded(results[-1]):
         when_redis_is_up(
             lambda: budgets.record_usage(job.connection, job.id, ending.budget_key, usage)

@@ -14,6 +14,7 @@ from rq import Worker, get_current_job
 from rq.worker import BaseWorker
 
 from studychat.chat import jobs
+from studychat.chat.metrics_tally import MetricsTally, TallyWriter
 from studychat.chat.task_queue import QUEUE_NAME, SERIALIZER, make_redis
 from studychat.logging_setup import configure_logging, set_context_source
 from studychat.outage_watch import wait_for_redis
@@ -54,10 +55,12 @@ def main(argv: list[str] | None = None) -> int:
     study = load_configured_study(settings)
     configure_logging(settings.LOG_LEVEL)
     set_context_source("job_id", current_job_id)
-    jobs.init_jobs(settings)  # before any job runs, so that all jobs share one model client
     connection = make_redis(
         settings.REDIS_URL, settings.REDIS_SSL_CERT_REQS, settings.REDIS_MAX_CONNECTIONS
     )
+    # Before any job runs, so that all jobs share one model client (and one tally).
+    metrics = None if args.stock else start_metrics_writer(connection)
+    jobs.init_jobs(settings, metrics.tally if metrics else None)
     # RQ's worker talks to Redis as it is built: a worker started during an outage waits.
     wait_for_redis(connection, "starting the worker")
     worker = build_worker(settings, connection, args.stock)
@@ -66,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     if study is not None:
         logger.info("study %s from %s, sha256 %s", study.name, settings.STUDY_FILE, study.hash)
     worker.work(logging_level=settings.LOG_LEVEL)
+    if metrics:
+        metrics.stop()  # writes the counts of the last jobs
     shipper.stop()
     return 0
 
@@ -74,6 +79,17 @@ def current_job_id() -> str | None:
     """The id of the RQ job this thread is running, if any."""
     job = get_current_job()
     return job.id if job is not None else None
+
+
+def start_metrics_writer(connection: Redis) -> TallyWriter:
+    """Sum this process's job metrics and write them to Redis once a second.
+
+    RQ's stock worker forks a process per job, whose sums would die with it: its jobs
+    write their metrics with their answers.
+    """
+    writer = TallyWriter(MetricsTally(), connection)
+    writer.start()
+    return writer
 
 
 def start_chat_log_shipper(settings: Settings, connection: Redis, name: str) -> ChatLogShipper:

@@ -18,7 +18,7 @@ from studychat.chat.job_metrics import (
     read_totals,
 )
 from tests.support.chat_helpers import start_chats
-from tests.support.polling import poll_answer
+from tests.support.polling import poll_answer, wait_for
 from tests.support.upstream import control
 
 pytestmark = pytest.mark.timeout(120)
@@ -96,7 +96,7 @@ def test_minutes_count_chats_and_errors_and_are_kept_a_day(connection):
     assert 24 * 3600 < ttl <= job_metrics.MINUTE_TTL_S
 
 
-def test_the_worker_counts_answers_failures_retries_and_tokens_with_the_answer(
+def test_the_worker_counts_answers_failures_retries_and_tokens_within_a_second(
     own_app, own_stack_env, start_worker, upstream, connection
 ):
     start_worker(own_stack_env)
@@ -106,8 +106,9 @@ def test_the_worker_counts_answers_failures_retries_and_tokens_with_the_answer(
     answer = poll_answer(client, answered, timeout=60)
     control(upstream, {"faults": [{"status": 400}]})  # refused for good
     (refused,) = start_chats(client, 1)
-    # The counts are stored on the answer's own transaction: readable as soon as it is.
     assert poll_answer(client, refused, timeout=60).status_code == 502
+    # The worker sums its jobs' counts and writes them once a second (metrics_tally).
+    wait_for(lambda: sum(read_totals(connection).jobs.values()) == 2, timeout=5)
     totals = read_totals(connection)
     assert answer.status_code == 200
     assert totals.jobs == {FINISHED: 1, FAILED: 1}
@@ -118,3 +119,26 @@ def test_the_worker_counts_answers_failures_retries_and_tokens_with_the_answer(
     assert totals.histograms[job_metrics.UPSTREAM].count == 2
     assert totals.histograms[job_metrics.TURN].count == 2
     assert job_metrics.summed(read_minutes(connection, 2)) == (2, 1)
+
+
+def test_a_worker_stopped_for_a_deploy_writes_the_counts_of_its_last_jobs(
+    own_app, own_stack_env, start_worker, connection
+):
+    worker = start_worker(own_stack_env)
+    client = own_app.test_client()
+    job_ids = start_chats(client, 3)
+    assert all(poll_answer(client, job_id, timeout=60).status_code == 200 for job_id in job_ids)
+    assert worker.stop() == 0  # SIGTERM at once, as a deploy sends it
+    assert read_totals(connection).jobs == {FINISHED: 3, FAILED: 0}
+    assert job_metrics.summed(read_minutes(connection, 2)) == (3, 0)
+
+
+def test_rq_stock_worker_counts_each_job_with_its_answer(
+    own_app, own_stack_env, start_worker, connection
+):
+    start_worker(own_stack_env, "--stock")
+    client = own_app.test_client()
+    (job_id,) = start_chats(client, 1)
+    # Its job runs in a process of its own: the counts go with the answer, readable with it.
+    assert poll_answer(client, job_id, timeout=60).status_code == 200
+    assert read_totals(connection).jobs == {FINISHED: 1, FAILED: 0}

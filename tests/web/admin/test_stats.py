@@ -66,8 +66,10 @@ def test_the_figures_after_real_saves_chats_and_a_failure(
     def figures():
         with own_app.app_context():
             stats = admin_stats.study_stats(services(), chart_minutes=30)
-        # RQ files the failed job away a moment after its answer is stored.
-        return stats if stats["jobsRunning"] == 0 else None
+        # RQ files the failed job away a moment after its answer is stored, and the worker
+        # writes its jobs' counts once a second (metrics_tally).
+        counted = sum(stats["jobsTotal"].values()) == 3
+        return stats if stats["jobsRunning"] == 0 and counted else None
 
     stats = wait_for(figures, timeout=10)
     assert stats["participantsSaved"] == 2

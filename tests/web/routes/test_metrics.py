@@ -72,7 +72,13 @@ def test_metrics_report_the_workers_jobs_the_queue_and_the_budget(
     start_worker(own_stack_env)
     answers = [poll_answer(client, job_id, timeout=30).get_json() for job_id in job_ids]
     spent = sum(answer["response"]["usage"]["total_tokens"] for answer in answers)
-    text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+
+    def scraped_after_the_jobs_counts() -> str | None:
+        # The worker writes its jobs' counts once a second (metrics_tally).
+        text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+        return text if sample(text, "chat_jobs_total", outcome="finished") == 3 else None
+
+    text = wait_for(scraped_after_the_jobs_counts, timeout=5)
     assert sample(text, "chat_jobs_total", outcome="finished") == 3
     assert sample(text, "chat_jobs_total", outcome="failed") == 0
     assert sample(text, "chat_tokens_total", kind="total") == spent
@@ -157,7 +163,8 @@ def test_under_gunicorn_request_counts_outlive_the_process_that_served_them(
         client = own_app.test_client()
         (job_id,) = start_chats(client, 1)
         assert poll_answer(client, job_id, timeout=30).status_code == 200
-        assert sample(scrape(web.port), "chat_jobs_total", outcome="finished") == 1
+        finished = {"outcome": "finished"}
+        wait_for(lambda: sample(scrape(web.port), "chat_jobs_total", **finished) == 1, timeout=5)
 
 
 def test_metrics_and_admin_figures_per_condition(own_stack_env, start_worker, tmp_path, upstream):
