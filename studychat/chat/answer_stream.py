@@ -1,10 +1,10 @@
 """The deltas of an answer as the model writes them, and the signal that a job ended.
 
-The worker appends each delta of text to a Redis stream per job, then an end marker
-in the same transaction that stores the answer. The web relays the stream as
-server-sent events (stream_routes.py); a late joiner reads it from the start. Each
-write also publishes the job's id on UPDATES_CHANNEL, so that waiting readers look again at
-once instead of every 0.2 s (web/job_updates.py).
+The worker appends each delta of text to a Redis stream per job, then an end marker in
+the same transaction that stores the answer; a job not streamed has no such stream. The
+web relays the stream as server-sent events (web/routes/stream.py); a late joiner reads
+it from the start. Each write also publishes the job's id on UPDATES_CHANNEL, so that
+waiting readers look again at once instead of every 0.2 s (web/job_updates.py).
 
 Readers make short non-blocking reads rather than blocking ones: a blocked read would
 hold one Redis connection per open stream, and hosted Redis plans allow only a few
@@ -73,10 +73,16 @@ class DeltaPublisher:
         self.last_flush = time.monotonic()
 
 
-def mark_ended(pipeline: Pipeline, job_id: str) -> None:
-    """Signal, on `pipeline`, that the job's outcome is stored."""
-    pipeline.xadd(deltas_key(job_id), {END: "1"})
-    pipeline.expire(deltas_key(job_id), DELTAS_TTL_S)
+def mark_ended(pipeline: Pipeline, job_id: str, streamed: bool) -> None:
+    """Signal, on `pipeline`, that the job's outcome is stored.
+
+    A streamed job's deltas end with an end marker. A job not streamed gets no stream of
+    deltas at all (a one-entry stream takes Redis about 4.7 kB for DELTAS_TTL_S): its
+    readers learn from its outcome that it is over (web/routes/stream.py, new_entries).
+    """
+    if streamed:
+        pipeline.xadd(deltas_key(job_id), {END: "1"})
+        pipeline.expire(deltas_key(job_id), DELTAS_TTL_S)
     pipeline.publish(UPDATES_CHANNEL, job_id)
 
 
@@ -85,7 +91,16 @@ def read_deltas(connection: Redis, job_id: str, after: str) -> list[tuple[str, s
 
     The text is None for the end marker.
     """
-    answer: Any = connection.xread({deltas_key(job_id): after}, count=500)
+    return deltas_in(connection.xread({deltas_key(job_id): after}, count=500))
+
+
+def queue_deltas_read(pipe: Pipeline, job_id: str, after: str) -> None:
+    """Queue read_deltas's read on `pipe`; its answer goes to deltas_in."""
+    pipe.xread({deltas_key(job_id): after}, count=500)
+
+
+def deltas_in(answer: Any) -> list[tuple[str, str | None]]:
+    """The entries in an XREAD's answer: each (entry id, text)."""
     entries = answer[0][1] if answer else []
     return [(entry_id.decode(), _text(fields)) for entry_id, fields in entries]
 

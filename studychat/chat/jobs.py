@@ -197,7 +197,7 @@ def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
     with job.connection.pipeline(transaction=True) as pipeline:
         ttl = context.settings.RESULT_TTL_S
         store_outcome(pipeline, job.id, ending.code, ending.body, ttl, turn_fields(turn, settled))
-        answer_stream.mark_ended(pipeline, job.id)
+        answer_stream.mark_ended(pipeline, job.id, streamed=bool(job.kwargs.get("stream")))
         chat_log.add_entry(pipeline, entry)
         if context.tally is None:
             job_metrics.record(pipeline, sample)

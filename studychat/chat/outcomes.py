@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
@@ -156,9 +157,19 @@ def stored_before_run(connection: Redis, job_id: str) -> bool:
 def read_state(connection: Redis, job_id: str) -> JobState:
     """The outcome and RQ status of a job, in a single round trip."""
     pipe = connection.pipeline(transaction=False)
+    queue_state_read(pipe, job_id)
+    return state_read(pipe.execute())
+
+
+def queue_state_read(pipe: Pipeline, job_id: str) -> None:
+    """Queue on `pipe` the two reads of a job's state (its answers: state_read)."""
     pipe.hmget(outcome_key(job_id), "code", "body", "release", DELIVERED)
     pipe.hget(Job.key_for(job_id), "status")
-    (code, body, release, delivered), status = pipe.execute()
+
+
+def state_read(answers: list[Any]) -> JobState:
+    """The JobState in the answers of queue_state_read's two reads."""
+    (code, body, release, delivered), status = answers
     return _state_of(code, body, release, delivered, status)
 
 

@@ -64,7 +64,7 @@ def ends_within(updates: JobUpdates, job_id: str, seconds: float) -> bool:
 def end_job(connection: Redis, job_id: str) -> None:
     """What the worker does once a job's outcome is stored: the end marker and its message."""
     with connection.pipeline() as pipeline:
-        mark_ended(pipeline, job_id)
+        mark_ended(pipeline, job_id, streamed=True)
         pipeline.execute()
 
 

@@ -17,8 +17,14 @@ from collections.abc import Iterator
 from flask import Blueprint, Response, request, stream_with_context
 from redis import Redis
 
-from studychat.chat.answer_stream import read_deltas
-from studychat.chat.outcomes import JobState, mark_delivered, read_state
+from studychat.chat.answer_stream import deltas_in, queue_deltas_read, read_deltas
+from studychat.chat.outcomes import (
+    JobState,
+    mark_delivered,
+    queue_state_read,
+    read_state,
+    state_read,
+)
 from studychat.chat.session_turn import answer_text
 from studychat.web.api_doc import documented
 from studychat.web.errors import error_response
@@ -94,9 +100,13 @@ def relay(connection: Redis, updates: JobUpdates, job_id: str, after: str) -> It
     sent_text = after != "0"
     with updates.watching(job_id) as woken:
         quiet_since = time.monotonic()
+        entries: list[tuple[str, str | None]] = []
         while True:
             woken.clear()
-            entries = read_deltas(connection, job_id, after)
+            entries, state = look(connection, job_id, after, with_state=not entries)
+            if not entries and state is not None and state.over:  # over, never streamed
+                yield from final_events(connection, job_id, state, sent_text)
+                return
             for entry_id, text in entries:
                 if text is None:
                     state = read_state(connection, job_id)
@@ -107,13 +117,27 @@ def relay(connection: Redis, updates: JobUpdates, job_id: str, after: str) -> It
             if entries:
                 quiet_since = time.monotonic()
             elif time.monotonic() - quiet_since >= KEEPALIVE_S:
-                state = read_state(connection, job_id)
-                if state.over:
-                    yield from final_events(connection, job_id, state, sent_text)
-                    return
                 yield ": waiting for the model\n\n"
                 quiet_since = time.monotonic()
             updates.sleep(woken, KEEPALIVE_S - (time.monotonic() - quiet_since))
+
+
+def look(
+    connection: Redis, job_id: str, after: str, with_state: bool
+) -> tuple[list[tuple[str, str | None]], JobState | None]:
+    """The deltas after `after`, and with `with_state` the job's state read with them.
+
+    A streamed job writes its end marker with its outcome; a job not streamed writes no
+    deltas at all, so once deltas stop coming (and at first) a look reads the state too,
+    in the same transaction: over with no deltas then means a job that was not streamed.
+    """
+    if not with_state:
+        return read_deltas(connection, job_id, after), None
+    with connection.pipeline(transaction=True) as pipe:
+        queue_deltas_read(pipe, job_id, after)
+        queue_state_read(pipe, job_id)
+        answer, *state = pipe.execute()
+    return deltas_in(answer), state_read(state)
 
 
 def final_events(connection: Redis, job_id: str, state: JobState, sent_text: bool) -> Iterator[str]:

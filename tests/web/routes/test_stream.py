@@ -8,6 +8,8 @@ import uuid
 
 import pytest
 
+from studychat.chat.answer_stream import deltas_key
+from studychat.web.services import services
 from tests.support.polling import poll_answer
 from tests.support.upstream import control
 
@@ -89,9 +91,10 @@ def test_reconnecting_resumes_after_the_last_event(client, upstream):
     assert first_text + rest_text == full
 
 
-def test_failed_job_streams_an_error_event(client, upstream):
+@pytest.mark.parametrize("stream", [True, False])
+def test_failed_job_streams_an_error_event(client, upstream, stream):
     control(upstream, {"faults": [{"status": 500}] * 3})
-    events = read_stream(client, chat(client, stream=True))
+    events = read_stream(client, chat(client, stream=stream))
     assert events[-1][0] == "error"
     assert "HTTP 500" in events[-1][1]["error"]
 
@@ -127,3 +130,15 @@ def test_long_poll_rejects_bad_waits(client, wait):
     answer = client.post("/check_response", json={"jobId": str(uuid.uuid4()), "wait": wait})
     assert answer.status_code == 400
     assert "'wait'" in answer.get_json()["error"]
+
+
+def test_a_job_not_streamed_leaves_no_stream_of_deltas_in_redis(client, upstream):
+    # A stream of one end marker would take Redis about 4.7 kB for an hour per answer.
+    connection = services(client.application).redis
+    plain, streamed = chat(client, stream=False), chat(client, stream=True)
+    for job_id in (plain, streamed):
+        assert poll_answer(client, job_id).status_code == 200
+    assert connection.exists(deltas_key(plain)) == 0
+    assert connection.exists(deltas_key(streamed)) == 1
+    events = read_stream(client, plain)
+    assert [name for name, _ in events] == ["delta", "done"]
