@@ -216,11 +216,13 @@ def one_run(
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, first):
             before, commands_before = own_cpu_s(), stack.redis_commands()
             calls_before = stack.redis_command_calls()
+            memory_before = stack.redis_memory_bytes()
             with generator_priority():
                 result = simulate(web.url, plan)
             sampler.usage.cpu_s["bench"] = own_cpu_s() - before
             commands = stack.redis_commands() - commands_before
             calls = stack.redis_command_calls() - calls_before
+            memory = stack.redis_memory_bytes() - memory_before
         upstream = stack.upstream_call("/_stats")
     write_turns(result, args.logs / f"{plan.run_id}-turns.jsonl")
     row = {"worker": kind, "scenario": shape.name, **summarise(result, args.latency)}
@@ -229,6 +231,8 @@ def one_run(
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
     row["redis_commands_per_answer"] = commands / row["answers"] if row["answers"] else None
     row["redis_calls_per_answer"] = calls_per_answer(calls, row["answers"])
+    # What each answer leaves in Redis for RESULT_TTL_S: what a hosted plan must hold.
+    row["redis_kb_per_answer"] = memory / 1024 / row["answers"] if row["answers"] else None
     row["worker_processes"] = processes
     row["load_average_before"] = load_before
     row["machine_busy_before"] = busy_before
@@ -329,7 +333,8 @@ def print_run(row: Mapping[str, Any]) -> None:
         f"machine {row['machine_cpu_busy']:.0%} busy "
         f"({row['others_cpu_s']:.0f} CPU s not ours), reference loop {row['reference_ms']:.0f} ms; "
         f"CPU ms per answer: {cpu}; Redis commands per answer "
-        f"{row['redis_commands_per_answer'] or 0:.1f}",
+        f"{row['redis_commands_per_answer'] or 0:.1f}, Redis kB held per answer "
+        f"{row['redis_kb_per_answer'] or 0:.1f}",
         flush=True,
     )
 

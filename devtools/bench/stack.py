@@ -343,6 +343,10 @@ class BenchStack:
         stats = redis.Redis.from_url(self.redis.url).info("stats")
         return int(stats["total_commands_processed"])
 
+    def redis_memory_bytes(self) -> int:
+        """Memory Redis holds for its data now (`used_memory`)."""
+        return int(redis.Redis.from_url(self.redis.url).info("memory")["used_memory"])
+
     def redis_command_calls(self) -> Counter[str]:
         """Calls of each Redis command so far, those inside transactions and scripts too."""
         stats = redis.Redis.from_url(self.redis.url).info("commandstats")

@@ -29,6 +29,7 @@ ROW_FIELDS = {
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
     "machine_busy_before", "reference_ms", "upstream_max_in_flight", "worker_concurrency",
     "window_s", "window_answers", "redis_commands_per_answer", "redis_calls_per_answer",
+    "redis_kb_per_answer",
     "worker_processes",
     "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
 }  # fmt: skip
@@ -102,6 +103,8 @@ def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
         by_name = row["redis_calls_per_answer"]
         assert by_name["xadd"] >= 1 and list(by_name.values()) == sorted(by_name.values())[::-1]
         assert sum(by_name.values()) <= row["redis_commands_per_answer"] + 1
+        # The answer, and RQ's job and result, stay in Redis for RESULT_TTL_S.
+        assert row["redis_kb_per_answer"] > 1
         assert row["p50_s"] >= 0.05 and row["p99_s"] <= row["max_s"]
         assert row["web_peak_rss_mb"] > 20 and row["worker_peak_rss_mb"] > 20
         assert {"web", "worker", "upstream", "redis", "mongo", "bench"} <= set(row["cpu_s"])
