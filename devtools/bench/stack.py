@@ -21,7 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import psutil
 import redis
@@ -340,22 +340,26 @@ class BenchStack:
 
     def redis_commands(self) -> int:
         """Commands Redis has run so far: what round trips cost it, whatever the machine's speed."""
-        stats = redis.Redis.from_url(self.redis.url).info("stats")
-        return int(stats["total_commands_processed"])
+        return int(self.redis_info("stats")["total_commands_processed"])
 
     def redis_memory_bytes(self) -> int:
         """Memory Redis holds for its data now (`used_memory`)."""
-        return int(redis.Redis.from_url(self.redis.url).info("memory")["used_memory"])
+        return int(self.redis_info("memory")["used_memory"])
 
     def redis_command_calls(self) -> Counter[str]:
         """Calls of each Redis command so far, those inside transactions and scripts too."""
-        stats = redis.Redis.from_url(self.redis.url).info("commandstats")
+        stats = self.redis_info("commandstats")
         return Counter(
             {
                 name.removeprefix("cmdstat_"): int(figures["calls"])
                 for name, figures in stats.items()
             }
         )
+
+    def redis_info(self, section: str) -> dict[str, Any]:
+        """One section of Redis's INFO, on a connection of its own."""
+        with redis.Redis.from_url(self.redis.url) as client:
+            return client.info(section)
 
     def shared_pids(self) -> dict[str, int | None]:
         """Pids of the servers that live across runs."""

@@ -78,7 +78,7 @@ def mark_ended(pipeline: Pipeline, job_id: str, streamed: bool) -> None:
 
     A streamed job's deltas end with an end marker. A job not streamed gets no stream of
     deltas at all (a one-entry stream takes Redis about 4.7 kB for DELTAS_TTL_S): its
-    readers learn from its outcome that it is over (web/routes/stream.py, new_entries).
+    readers learn from its outcome that it is over (web/routes/stream.py, look).
     """
     if streamed:
         pipeline.xadd(deltas_key(job_id), {END: "1"})
