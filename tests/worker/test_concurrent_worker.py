@@ -6,7 +6,9 @@ import json
 import re
 import subprocess
 import sys
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -189,6 +191,38 @@ def test_heartbeats_keep_long_jobs_alive(
     assert answer_all(client, job_ids) == [200] * 3
     # Outliving the heartbeat's lifetime did not make anyone run them twice.
     assert len(upstream_requests(upstream)) == 3
+
+
+def keep_short_chats_flowing(client, until: threading.Event) -> list[str]:
+    """Start chats one after another, each once the last is answered, until told to stop."""
+    job_ids: list[str] = []
+    while not until.is_set():
+        job_ids += start_chats(client, 1, participant_id="P-short")
+        assert poll_answer(client, job_ids[-1]).status_code == 200
+    return job_ids
+
+
+def test_only_jobs_running_for_a_while_get_a_heartbeat(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    # Heartbeat every 1 s. The first call takes 3.5 s, every other 0.3 s: younger than
+    # half an interval at any beat, their records are as fresh as a beat would make them.
+    control(upstream, {"latency": 0.3, "faults": [{"delay": 3.5}]})
+    start_worker(own_stack_env)
+    registry_key = make_queue(connection).started_job_registry.key
+    done = threading.Event()
+    with commands_on(connection, registry_key) as seen, ThreadPoolExecutor(3) as feeders:
+        (long_job,) = start_chats(own_app.test_client(), 1)
+        flows = [
+            feeders.submit(keep_short_chats_flowing, own_app.test_client(), done) for _ in range(3)
+        ]
+        assert poll_answer(own_app.test_client(), long_job).status_code == 200
+        done.set()
+        short_jobs = [job_id for flow in flows for job_id in flow.result()]
+    beats = [command for command in seen if command.startswith(f"ZADD {registry_key} XX ")]
+    assert len([beat for beat in beats if long_job in beat]) >= 2
+    assert len(short_jobs) >= 9
+    assert [beat for beat in beats if any(job_id in beat for job_id in short_jobs)] == []
 
 
 def test_a_job_outlives_the_ttl_it_was_queued_with_once_started(
