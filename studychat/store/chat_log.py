@@ -32,7 +32,12 @@ logger = logging.getLogger(__name__)
 
 STREAM = "chat_log:pending"
 GROUP = "chat_log_shippers"
-BATCH = 200
+# Entries read and written at once: about a second's worth (answers and their delivery
+# notes) at the few hundred answers a second one worker gives, so that most of a job's
+# entries merge into one upsert. With 200 a batch held a third of a second, and most
+# answers' notes came in the next one (long poll of 1,000: 1.7 upserts per answer,
+# against 1.4 with 1,000).
+BATCH = 1000
 # Entries another shipper claimed but did not acknowledge for this long are taken over.
 CLAIM_IDLE_MS = 30_000
 # How often a shipper looks for such entries.
@@ -204,7 +209,8 @@ class ChatLogShipper(threading.Thread):
             for doc, (_, fields) in zip(documents, entries, strict=True)
             if b"participant" in fields
         }
-        self.collection.bulk_write(upserts_of(documents), ordered=False)
+        upserts = upserts_of(documents)
+        self.collection.bulk_write(upserts, ordered=False)
         for doc in documents:
             self._update_session(doc, sessions_of.get(doc["_id"]))
         ids = [entry_id for entry_id, _ in entries]
@@ -212,4 +218,4 @@ class ChatLogShipper(threading.Thread):
             pipeline.xack(STREAM, GROUP, *ids)
             pipeline.xdel(STREAM, *ids)
             pipeline.execute()
-        logger.debug("shipped %d chat log entries", len(ids))
+        logger.debug("shipped %d chat log entries in %d upserts", len(ids), len(upserts))

@@ -144,6 +144,24 @@ def test_an_answer_and_its_delivery_note_in_one_batch_are_one_complete_entry(shi
     assert "patch" not in entry
 
 
+def test_a_second_of_answers_and_their_delivery_notes_ship_as_complete_entries(shipper_parts):
+    # 500 answers a second and, a moment later each, their delivery notes.
+    connection, db = shipper_parts
+    job_ids = queue_entries(connection, 500)
+    with connection.pipeline() as pipeline:
+        for job_id in job_ids:
+            chat_log.add_entry(pipeline, chat_log.delivery_entry(job_id, utc_iso()))
+        pipeline.execute()
+    shipper = chat_log.ChatLogShipper(connection, db, consumer="a")
+    shipper._ensure_group()
+    # One read and one write: every job's entry whole, none first without its note.
+    assert shipper.ship_once() == 1000
+    written = db["chat_log"].find({}, {"status": 1, "deliveredAt": 1})
+    assert sorted((doc["_id"], "deliveredAt" in doc) for doc in written) == sorted(
+        (job_id, True) for job_id in job_ids
+    )
+
+
 @pytest.mark.unit
 def test_later_fields_of_a_job_win_in_a_merged_write():
     writes = chat_log.upserts_of(
