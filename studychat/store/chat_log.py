@@ -86,6 +86,11 @@ def add_entry(pipeline: redis.client.Pipeline, entry: dict[str, Any]) -> None:
     pipeline.xadd(STREAM, {"doc": json.dumps(entry, default=str)})
 
 
+def entries_waiting(connection: redis.Redis) -> int:
+    """How many entries wait in Redis for MongoDB (a shipper deletes each it has shipped)."""
+    return int(connection.xlen(STREAM))
+
+
 def to_document(raw: bytes | str) -> dict[str, Any]:
     """A stream entry as the MongoDB document, with its times as datetimes."""
     document = as_dates(json.loads(raw))

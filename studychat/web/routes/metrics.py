@@ -25,6 +25,7 @@ from redis.exceptions import RedisError
 
 from studychat.chat import budgets, job_metrics
 from studychat.chat.queue_state import read_queue_state
+from studychat.store import chat_log
 from studychat.study.figures import condition_figures
 from studychat.web.admin.auth import is_admin_request, unauthorized
 from studychat.web.api_doc import documented
@@ -79,6 +80,7 @@ class StudyCollector(Collector):
             queue = read_queue_state(redis)
             caps = budgets.Caps.from_settings(self.made.settings)
             spending = budgets.study_spending(redis, caps)
+            transcripts_waiting = chat_log.entries_waiting(redis)
         except RedisError as error:
             logger.warning("metrics: redis unavailable: %s", type(error).__name__)
             yield GaugeMetricFamily("chat_redis_up", "Whether Redis could be read.", value=0)
@@ -86,6 +88,11 @@ class StudyCollector(Collector):
         yield GaugeMetricFamily("chat_redis_up", "Whether Redis could be read.", value=1)
         yield from job_families(totals)
         yield from queue_families(queue)
+        yield GaugeMetricFamily(
+            "chat_transcripts_waiting",
+            "Transcript entries kept in Redis until MongoDB has them.",
+            value=transcripts_waiting,
+        )
         yield from budget_families(spending)
         yield from condition_families(self.made)
 

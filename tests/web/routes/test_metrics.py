@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import http.client
+import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 
@@ -11,7 +14,7 @@ import pytest
 from flask import Flask
 from prometheus_client.parser import text_string_to_metric_families
 
-from devtools.servers import WebServer
+from devtools.servers import MongoServer, WebServer
 from studychat.factory import create_app
 from studychat.web.services import close_services
 from tests.support.chat_helpers import start_chats
@@ -90,6 +93,27 @@ def test_metrics_report_the_workers_jobs_the_queue_and_the_budget(
     assert sample(text, "chat_study_tokens_spent") == spent
     assert sample(text, "chat_study_token_budget") == 100000
     assert sample(text, "chat_study_budget_left_tokens") == 100000 - spent
+
+
+def test_metrics_count_the_transcripts_kept_in_redis_while_mongodb_is_down(
+    guarded_app, own_stack_env, start_worker, upstream, tmp_path
+):
+    client = guarded_app.test_client()
+
+    def transcripts_waiting() -> float | None:
+        text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+        return sample(text, "chat_transcripts_waiting")
+
+    assert transcripts_waiting() == 0
+    with MongoServer(directory=tmp_path, storage_path=tmp_path / "mongo") as mongo:
+        start_worker(own_stack_env | {"DATABASE_URL": mongo.url})
+        mongo.stop()
+        job_ids = start_chats(client, 2)
+        assert [poll_answer(client, j).status_code for j in job_ids] == [200] * 2
+        # Each job's answer and the note of its delivery wait for MongoDB, in Redis.
+        assert transcripts_waiting() == 4
+        mongo.start()
+        wait_for(lambda: transcripts_waiting() == 0, timeout=60)
 
 
 def test_web_requests_are_counted_by_route_pattern_and_status(guarded_app):
@@ -202,3 +226,43 @@ def test_metrics_and_admin_figures_per_condition(own_stack_env, start_worker, tm
             found = sample(metrics, "chat_condition_participants", condition=name, state=state)
             assert found == figures[state]
         assert sample(metrics, "chat_condition_tokens_total", condition=name) == figures["tokens"]
+
+
+def promtool() -> str:
+    """Prometheus's own checker: skipped where missing, failed in CI (.ci/run installs it)."""
+    found = shutil.which("promtool")
+    if found is None:
+        message = "promtool is not installed: apt-get install prometheus (.ci/run does)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return found
+
+
+def test_prometheus_reads_every_metric_without_a_complaint(
+    own_stack_env, start_worker, tmp_path, upstream
+):
+    checker = promtool()
+    study = fresh_example_study(tmp_path) | {"STUDY_TOKEN_BUDGET": "100000"}
+    app = create_app(own_stack_env | study | {"ADMIN_TOKEN": TOKEN})
+    start_worker(own_stack_env)
+    try:
+        client = app.test_client()
+        token = client.post("/sessions", json={"participantId": "P-promtool"}).get_json()
+        sent = client.post(
+            "/chat", json={"sessionToken": token["sessionToken"], "message": {"content": "hi"}}
+        )
+        assert poll_answer(client, sent.get_json()["jobId"]).status_code == 200
+
+        def scraped_with_the_job() -> str | None:
+            text = client.get("/metrics", headers=BEARER).get_data(as_text=True)
+            return text if sample(text, "chat_jobs_total", outcome="finished") == 1 else None
+
+        text = wait_for(scraped_with_the_job, timeout=5)
+    finally:
+        close_services(app)
+    assert sample(text, "chat_condition_tokens_total", condition=token["condition"]) > 0
+    checked = subprocess.run(
+        [checker, "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert (checked.returncode, checked.stdout + checked.stderr) == (0, "")
