@@ -83,6 +83,7 @@
     byId("jobs-running").textContent = `${number(stats.jobsRunning)} running`;
     byId("workers-alive").textContent = number(stats.workersAlive);
     byId("workers-alive").classList.toggle("alarm", stats.workersAlive === 0);
+    byId("transcripts-waiting").textContent = number(stats.transcriptsWaiting);
     renderTokens(stats.tokens);
     renderConditions(stats.study);
     byId("chart-minutes").textContent = stats.series.length;

@@ -18,6 +18,7 @@ from pymongo.errors import PyMongoError
 
 from studychat.chat import budgets, job_metrics
 from studychat.chat.queue_state import read_queue_state
+from studychat.store import chat_log
 from studychat.store.database import DATA_COLLECTION
 from studychat.study.figures import condition_figures
 from studychat.web.services import Services
@@ -83,6 +84,7 @@ def study_stats(
         "queueDepth": queue.waiting,
         "jobsRunning": queue.running,
         "workersAlive": queue.workers_alive,
+        "transcriptsWaiting": chat_log.entries_waiting(made.redis),
         "tokens": token_figures(spending),
         "jobsTotal": totals.jobs,
         "study": study_figures(made),

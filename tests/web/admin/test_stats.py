@@ -69,7 +69,9 @@ def test_the_figures_after_real_saves_chats_and_a_failure(
         # RQ files the failed job away a moment after its answer is stored, and the worker
         # writes its jobs' counts once a second (metrics_tally).
         counted = sum(stats["jobsTotal"].values()) == 3
-        return stats if stats["jobsRunning"] == 0 and counted else None
+        # The transcript shipper has put every entry in MongoDB (within a second or two).
+        shipped = stats["transcriptsWaiting"] == 0
+        return stats if stats["jobsRunning"] == 0 and counted and shipped else None
 
     stats = wait_for(figures, timeout=10)
     assert stats["participantsSaved"] == 2
