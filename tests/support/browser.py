@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+
+from tests.support.system_tools import skip_or_fail
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = [
@@ -25,10 +26,7 @@ def chromium() -> Iterator:
     """A launched Chromium; skipped where it is missing, but failed in CI (.ci/run installs it)."""
     playwright_sync = pytest.importorskip("playwright.sync_api")
     if not CHROMIUM.exists():
-        message = "Debian's chromium is not installed: apt-get install chromium (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("Debian's chromium is not installed: apt-get install chromium (.ci/run does)")
     with playwright_sync.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import http.client
-import os
 import shutil
 import subprocess
 import uuid
@@ -20,6 +19,7 @@ from studychat.web.services import close_services
 from tests.support.chat_helpers import start_chats
 from tests.support.polling import poll_answer, wait_for
 from tests.support.stack import fresh_example_study, process_env
+from tests.support.system_tools import skip_or_fail
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -232,10 +232,7 @@ def promtool() -> str:
     """Prometheus's own checker: skipped where missing, failed in CI (.ci/run installs it)."""
     found = shutil.which("promtool")
     if found is None:
-        message = "promtool is not installed: apt-get install prometheus (.ci/run does)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        skip_or_fail("promtool is not installed: apt-get install prometheus (.ci/run does)")
     return found
 
 
