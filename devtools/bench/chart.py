@@ -14,6 +14,7 @@ matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt
 from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
+from devtools.bench.report import scenario_label
 from devtools.bench.scenarios import CPU_GOAL_MS, SERVER_PROCESSES
 
 logger = logging.getLogger(__name__)
@@ -90,7 +91,7 @@ def draw_p99(axes: Any, rows: Sequence[Mapping[str, Any]]) -> None:
 def draw_other_loads(axes: Any, rows: Sequence[Mapping[str, Any]]) -> None:
     """p99 and slowest answer of the loads other than spread, against latency + 1.5 s."""
     others = [row for row in rows if row["worker"] == "concurrent" and row not in spread_runs(rows)]
-    labels = [f"{row['scenario']}\nN={row['participants']}" for row in others]
+    labels = [f"{scenario_label(row)}\nN={row['participants']}" for row in others]
     places = range(len(others))
     axes.bar([x - 0.2 for x in places], [row.get("p99_s") or 0 for row in others], 0.4, label="p99")
     axes.bar(

@@ -1,10 +1,12 @@
 """Simulated study participants: chat, poll for the answer, repeat, all on one event loop.
 
 Each participant behaves like the single-page app: it POSTs /chat with the conversation
-so far, then POSTs /check_response every `poll_s` seconds (on a fixed grid, like
-`setInterval`, never two requests at once) until the answer or an error comes, appends
-the answer to the conversation and starts the next turn at once (no reading time, so
-the load is the worst case for the given number of participants).
+so far (or, with `sessions`, opens a study session with POST /sessions first and then
+sends only each new message with its session token), then POSTs /check_response every
+`poll_s` seconds (on a fixed grid, like `setInterval`, never two requests at once) until
+the answer or an error comes, appends the answer to the conversation and starts the
+next turn at once (no reading time, so the load is the worst case for the given number
+of participants).
 
 Starts are spread evenly over `stagger_s` seconds: real participants never press "send"
 in the same millisecond, and a synthetic thundering herd would measure the herd, not the
@@ -50,6 +52,9 @@ class LoadPlan:
     # Above 0: long poll, each /check_response asks the server to wait this many seconds
     # (its "wait" field) and the next one follows at once, instead of polling every poll_s.
     wait_s: float = 0.0
+    # True: a study session per participant (POST /sessions, then {sessionToken, message}),
+    # the path a study defined on the server takes; False: the legacy API's bodies.
+    sessions: bool = False
 
 
 @dataclass
@@ -198,11 +203,33 @@ async def post_json(
         raise RequestFailed(f"{status} with a body that is not JSON") from error
 
 
+def participant_id(plan: LoadPlan, index: int) -> str:
+    """The Prolific id participant `index` of this run gives."""
+    return f"{plan.run_id}-{index}"
+
+
+def chat_body(plan: LoadPlan, messages: list[dict], index: int, token: str | None) -> dict:
+    """A /chat body: the new message with a session's token, else the whole conversation."""
+    if token is not None:
+        return {"sessionToken": token, "message": {"content": messages[-1]["content"]}}
+    return {"messages": messages, "participantId": participant_id(plan, index)}
+
+
+async def open_session(connection: Connection, plan: LoadPlan, index: int) -> str:
+    """Start participant `index`'s study session; its token."""
+    record = TurnRecord(index, -1, 0.0)  # not a turn: its request is not counted
+    status, body = await post_json(
+        connection, "/sessions", {"participantId": participant_id(plan, index)}, record
+    )
+    if status != 201 or "sessionToken" not in body:
+        raise RequestFailed(f"POST /sessions answered {status}")
+    return str(body["sessionToken"])
+
+
 async def one_turn(
-    connection: Connection, plan: LoadPlan, messages: list[dict], record: TurnRecord
+    connection: Connection, plan: LoadPlan, payload: dict[str, Any], record: TurnRecord
 ) -> str:
     """Send one chat turn and poll until the answer; return the answer's text."""
-    payload = {"messages": messages, "participantId": f"{plan.run_id}-{record.participant}"}
     status, body = await post_json(connection, "/chat", payload, record)
     if status != 202 or "jobId" not in body:
         raise RequestFailed(f"POST /chat answered {status}")
@@ -219,6 +246,10 @@ async def one_turn(
             return answer_text(body)
 
 
+# What a turn can fail with, short of the run's deadline.
+TURN_ERRORS = (TimeoutError, OSError, asyncio.IncompleteReadError, RequestFailed)
+
+
 def describe_error(error: BaseException) -> str:
     """A short, countable name for what went wrong in a turn."""
     if isinstance(error, RequestFailed):
@@ -233,22 +264,39 @@ async def participant(base_url: str, index: int, result: LoadResult) -> None:
     plan, loop = result.plan, asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, result.began + start_delay(index, plan) - loop.time()))
     connection = Connection(base_url, plan.request_timeout_s)
-    messages: list[dict] = []
     try:
-        for turn in range(plan.turns):
-            messages.append(user_message(index, turn))
-            record = TurnRecord(index, turn, loop.time())
-            result.turns.append(record)
-            try:
-                text = await one_turn(connection, plan, messages, record)
-            except (TimeoutError, OSError, asyncio.IncompleteReadError, RequestFailed) as error:
-                # The app shows an error and the participant types the turn again.
-                record.error = describe_error(error)
-                messages.pop()
-                continue
-            messages.append({"role": "assistant", "content": text})
+        try:
+            token = await open_session(connection, plan, index) if plan.sessions else None
+        except TURN_ERRORS as error:
+            # Without a session no message can be sent: every turn counts as failed.
+            failed = describe_error(error)
+            result.turns.extend(
+                TurnRecord(index, turn, loop.time(), error=failed) for turn in range(plan.turns)
+            )
+            return
+        await play_turns(connection, result, index, token)
     finally:
         connection.close()
+
+
+async def play_turns(
+    connection: Connection, result: LoadResult, index: int, token: str | None
+) -> None:
+    """Chat every turn of participant `index`, each turn recorded in `result`."""
+    plan, loop = result.plan, asyncio.get_running_loop()
+    messages: list[dict] = []
+    for turn in range(plan.turns):
+        messages.append(user_message(index, turn))
+        record = TurnRecord(index, turn, loop.time())
+        result.turns.append(record)
+        try:
+            text = await one_turn(connection, plan, chat_body(plan, messages, index, token), record)
+        except TURN_ERRORS as error:
+            # The app shows an error and the participant types the turn again.
+            record.error = describe_error(error)
+            messages.pop()
+            continue
+        messages.append({"role": "assistant", "content": text})
 
 
 async def run_load(base_url: str, plan: LoadPlan) -> LoadResult:

@@ -217,7 +217,15 @@ def cell(row: Mapping[str, Any], key: str) -> str:
         return f"{row[key]:.0%}"
     if key == "worker" and row.get("worker_processes", 1) > 1:
         return f"{text} x{row['worker_processes']}"
+    if key == "scenario":
+        return scenario_label(row)
     return text
+
+
+def scenario_label(row: Mapping[str, Any]) -> str:
+    """The load's name, marked when its participants chatted in study sessions."""
+    name = str(row.get("scenario", "spread"))
+    return f"{name} (sessions)" if row.get("sessions") else name
 
 
 def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
@@ -235,25 +243,32 @@ def markdown_table(rows: Sequence[Mapping[str, Any]]) -> str:
 CPU_PROCESSES = ("web", "worker", "redis", "mongo", "upstream", "bench", "all")
 
 
+def mongo_operations(row: Mapping[str, Any]) -> str:
+    """MongoDB reads and writes per answer as a cell; a dash for runs that did not count them."""
+    per_answer = row.get("mongo_ops_per_answer")
+    return "-" if per_answer is None else fmt(float(sum(per_answer.values())), 2)
+
+
 def cpu_table(rows: Sequence[Mapping[str, Any]]) -> str:
     """Where the CPU went: ms per answer of each process, and what else ran on the machine."""
     titles = [f"{name} ms" for name in CPU_PROCESSES]
     lines = [
         "| worker | load | N | " + " | ".join(titles) + " | machine busy | others' CPU s "
-        "| reference ms | model calls at once (WORKER_CONCURRENCY) | Redis commands per answer |",
-        "|" + "---|" * (len(titles) + 8),
+        "| reference ms | model calls at once (WORKER_CONCURRENCY) | Redis commands per answer "
+        "| MongoDB operations per answer |",
+        "|" + "---|" * (len(titles) + 9),
     ]
     for row in rows:
         per_answer = row.get("cpu_ms_per_answer") or {}
         cells = [fmt(per_answer.get(name), 1) for name in CPU_PROCESSES]
         busy = row.get("machine_cpu_busy")
         lines.append(
-            f"| {cell(row, 'worker')} | {row.get('scenario', 'spread')} | {row['participants']} | "
+            f"| {cell(row, 'worker')} | {scenario_label(row)} | {row['participants']} | "
             + " | ".join(cells)
             + " | "
             f"{'-' if busy is None else f'{busy:.0%}'} | {fmt(row.get('others_cpu_s'), 0)} | "
             f"{fmt(row.get('reference_ms'), 0)} | {fmt(row.get('upstream_max_in_flight'))} "
             f"({fmt(row.get('worker_concurrency'))}) | "
-            f"{fmt(row.get('redis_commands_per_answer'), 1)} |"
+            f"{fmt(row.get('redis_commands_per_answer'), 1)} | {mongo_operations(row)} |"
         )
     return "\n".join(lines)

@@ -41,6 +41,7 @@ from devtools.bench.report import (
     cpu_table,
     fits_machine,
     markdown_table,
+    scenario_label,
     speedups,
     summarise,
 )
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 DEFAULT_PARTICIPANTS = "50,100,200,500"
 DEFAULT_STOCK_PARTICIPANTS = "50"
 ENV_KNOBS = ("WORKER_CONCURRENCY", "WEB_CONCURRENCY", "WEB_CONNECTIONS")
+# The study that --sessions runs: the example a team starts from (two conditions).
+BENCH_STUDY = REPO_ROOT / "study.example.yaml"
 
 
 def parse_counts(text: str) -> list[int]:
@@ -128,6 +131,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="check rate limits on every chat (never reached), to measure what they cost",
     )
     add(
+        "--sessions",
+        action="store_true",
+        help="participants open a study session (STUDY_FILE: study.example.yaml) and chat"
+        " in it, instead of sending the legacy API's bodies",
+    )
+    add(
         "--wait-quiet",
         type=float,
         default=0.0,
@@ -165,6 +174,8 @@ def env_overrides(args: argparse.Namespace, shape: Scenario) -> dict[str, str]:
     concurrency = args.worker_concurrency or shape.worker_concurrency
     if concurrency:
         overrides["WORKER_CONCURRENCY"] = str(concurrency)
+    if args.sessions:
+        overrides["STUDY_FILE"] = str(BENCH_STUDY)
     return overrides
 
 
@@ -196,6 +207,7 @@ def make_plan(args: argparse.Namespace, kind: str, shape: Scenario, participants
         deadline_s=limit,
         run_id=f"{kind}-{shape.name}-{participants}",
         wait_s=shape.wait_s if shape.wait_s is not None else args.wait,
+        sessions=args.sessions,
     )
 
 
@@ -216,21 +228,25 @@ def one_run(
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, first):
             before, commands_before = own_cpu_s(), stack.redis_commands()
             calls_before = stack.redis_command_calls()
+            mongo_before = stack.mongo_operations()
             memory_before = stack.redis_memory_bytes()
             with generator_priority():
                 result = simulate(web.url, plan)
             sampler.usage.cpu_s["bench"] = own_cpu_s() - before
             commands = stack.redis_commands() - commands_before
             calls = stack.redis_command_calls() - calls_before
+            mongo_ops = stack.mongo_operations() - mongo_before
             memory = stack.redis_memory_bytes() - memory_before
         upstream = stack.upstream_call("/_stats")
     write_turns(result, args.logs / f"{plan.run_id}-turns.jsonl")
     row = {"worker": kind, "scenario": shape.name, **summarise(result, args.latency)}
     row.update(jitter_s=args.jitter, stagger_s=plan.stagger_s, wait_s=plan.wait_s)
+    row["sessions"] = plan.sessions
     row.update(process_figures(sampler.usage, row["answers"]))
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
     row["redis_commands_per_answer"] = commands / row["answers"] if row["answers"] else None
     row["redis_calls_per_answer"] = calls_per_answer(calls, row["answers"])
+    row["mongo_ops_per_answer"] = calls_per_answer(mongo_ops, row["answers"])
     # What each answer leaves in Redis for RESULT_TTL_S: what a hosted plan must hold.
     row["redis_kb_per_answer"] = memory / 1024 / row["answers"] if row["answers"] else None
     row["worker_processes"] = processes
@@ -274,7 +290,7 @@ def window_cpu_figures(usage: Usage, result: LoadResult, answers: int) -> dict[s
 
 
 def calls_per_answer(calls: Counter[str], answers: int) -> dict[str, float]:
-    """Each Redis command's calls per answer, the most called first: where commands go."""
+    """Calls per answer of each Redis command (or MongoDB operation), the most called first."""
     if not answers:
         return {}
     return {name: round(count / answers, 2) for name, count in calls.most_common()}
@@ -325,7 +341,7 @@ def print_run(row: Mapping[str, Any]) -> None:
     cut = " (cut off at the time limit)" if row["cut_off"] else ""
     worker = row["worker"] + (f" x{row['worker_processes']}" if row["worker_processes"] > 1 else "")
     print(
-        f"{worker:>10} {row['scenario']:>9} N={row['participants']:<4} "
+        f"{worker:>10} {scenario_label(row):>9} N={row['participants']:<4} "
         f"{row['answers_per_s']:.1f} answers/s = {row['ratio_to_ideal']:.0%} of ideal, "
         f"p99 {row['p99_s'] or 0:.2f} s, slowest {row['max_s'] or 0:.2f} s, "
         f"{row['errors']} errors{cut}; needs {row['cores_needed']:.2f} cores"
@@ -334,7 +350,8 @@ def print_run(row: Mapping[str, Any]) -> None:
         f"({row['others_cpu_s']:.0f} CPU s not ours), reference loop {row['reference_ms']:.0f} ms; "
         f"CPU ms per answer: {cpu}; Redis commands per answer "
         f"{row['redis_commands_per_answer'] or 0:.1f}, Redis kB held per answer "
-        f"{row['redis_kb_per_answer'] or 0:.1f}",
+        f"{row['redis_kb_per_answer'] or 0:.1f}, MongoDB operations per answer "
+        f"{sum(row['mongo_ops_per_answer'].values()):.2f}",
         flush=True,
     )
 
@@ -384,7 +401,7 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
             met = ", ".join(
                 f"{name}: {'met' if ok else 'MISSED'}" for name, ok in row["targets"].items()
             )
-            lines.append(f"- Goals of {row['scenario']} N={row['participants']}: {met}.")
+            lines.append(f"- Goals of {scenario_label(row)} N={row['participants']}: {met}.")
     return "\n".join(lines) + "\n"
 
 

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, Self
 
 import psutil
+import pymongo
 import redis
 
 from devtools.servers import (
@@ -44,6 +45,8 @@ SAMPLE_EVERY_S = 0.2
 SERVER_NICE = -5
 GENERATOR_NICE = -10
 WORKER_ARGS = {"concurrent": (), "stock": ("--stock",)}
+# The kinds of serverStatus opcounters that are reads and writes of data.
+MONGO_DATA_OPERATIONS = ("insert", "query", "update", "delete", "getmore")
 
 
 # Limits no run reaches, for `--rate-limits`: their checks cost, their refusals never happen.
@@ -341,6 +344,15 @@ class BenchStack:
     def redis_commands(self) -> int:
         """Commands Redis has run so far: what round trips cost it, whatever the machine's speed."""
         return int(self.redis_info("stats")["total_commands_processed"])
+
+    def mongo_operations(self) -> Counter[str]:
+        """MongoDB's data operations so far, by kind (serverStatus opcounters): what each
+        answer costs the database, whatever the machine's speed. Commands (pings, hellos,
+        this very call) are left out.
+        """
+        with pymongo.MongoClient(self.mongo.url, directConnection=True) as client:
+            counters = client.admin.command("serverStatus")["opcounters"]
+        return Counter({kind: int(counters.get(kind, 0)) for kind in MONGO_DATA_OPERATIONS})
 
     def redis_memory_bytes(self) -> int:
         """Memory Redis holds for its data now (`used_memory`)."""

@@ -9,6 +9,7 @@ from devtools.bench.load_client import (
     RequestFailed,
     TurnRecord,
     answer_text,
+    chat_body,
     describe_error,
     next_poll_delay,
     parse_head,
@@ -65,6 +66,24 @@ def test_each_turn_says_who_and_which_turn():
     assert user_message(3, 0) == {
         "role": "user",
         "content": "Participant 3, turn 1: what do you think?",
+    }
+
+
+def test_a_session_turn_sends_only_the_new_message_with_its_token():
+    plan = LoadPlan(participants=2, turns=2, run_id="run", sessions=True)
+    conversation = [user_message(1, 0), {"role": "assistant", "content": "hi"}, user_message(1, 1)]
+    assert chat_body(plan, conversation, 1, "tok") == {
+        "sessionToken": "tok",
+        "message": {"content": "Participant 1, turn 2: what do you think?"},
+    }
+
+
+def test_a_legacy_turn_sends_the_whole_conversation_and_an_id():
+    plan = LoadPlan(participants=2, turns=2, run_id="run")
+    conversation = [user_message(1, 0)]
+    assert chat_body(plan, conversation, 1, None) == {
+        "messages": conversation,
+        "participantId": "run-1",
     }
 
 

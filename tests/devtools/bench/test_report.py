@@ -120,7 +120,7 @@ def test_table_marks_lower_bounds_and_shows_ratios_as_percent():
     row.update(worker="stock", latency_lower_bound=True, web_peak_rss_mb=150.4, ratio_to_ideal=0.5)
     table = markdown_table([row])
     assert table.splitlines()[0].startswith("| worker | load | N | answers/s")
-    assert "| stock | - | 4 |" in table and "| 50% |" in table and ">=2.25" in table
+    assert "| stock | spread | 4 |" in table and "| 50% |" in table and ">=2.25" in table
     assert "| 150 |" in table
 
 
@@ -135,17 +135,28 @@ def test_cpu_table_shows_ms_per_answer_and_the_machine():
         "upstream_max_in_flight": 180,
         "worker_concurrency": 512,
         "redis_commands_per_answer": 21.37,
+        "mongo_ops_per_answer": {"update": 1.4, "query": 0.02},
     }
     table = cpu_table([row]).splitlines()
     assert table[0].startswith("| worker | load | N | web ms | worker ms |")
-    assert table[0].endswith("| Redis commands per answer |")
-    cells = "8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 512 | 180 (512) | 21.4"
+    assert table[0].endswith("| Redis commands per answer | MongoDB operations per answer |")
+    cells = "8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 512 | 180 (512) | 21.4 | 1.42"
     assert table[2] == f"| concurrent | spread | 200 | {cells} |"
+
+
+def test_runs_in_study_sessions_say_so_in_both_tables():
+    row = {"worker": "concurrent", "scenario": "long-poll", "sessions": True, "participants": 10}
+    assert (
+        markdown_table([row])
+        .splitlines()[2]
+        .startswith("| concurrent | long-poll (sessions) | 10 |")
+    )
+    assert cpu_table([row]).splitlines()[2].startswith("| concurrent | long-poll (sessions) | 10 |")
 
 
 def test_runs_with_several_worker_processes_say_so():
     row = {"worker": "concurrent", "worker_processes": 2, "participants": 10}
-    assert markdown_table([row]).splitlines()[2].startswith("| concurrent x2 | - | 10 |")
+    assert markdown_table([row]).splitlines()[2].startswith("| concurrent x2 | spread | 10 |")
     assert cpu_table([row]).splitlines()[2].startswith("| concurrent x2 | spread | 10 |")
 
 

@@ -29,7 +29,7 @@ ROW_FIELDS = {
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
     "machine_busy_before", "reference_ms", "upstream_max_in_flight", "worker_concurrency",
     "window_s", "window_answers", "redis_commands_per_answer", "redis_calls_per_answer",
-    "redis_kb_per_answer",
+    "redis_kb_per_answer", "mongo_ops_per_answer", "sessions",
     "worker_processes",
     "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
 }  # fmt: skip
@@ -103,6 +103,8 @@ def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
         by_name = row["redis_calls_per_answer"]
         assert by_name["xadd"] >= 1 and list(by_name.values()) == sorted(by_name.values())[::-1]
         assert sum(by_name.values()) <= row["redis_commands_per_answer"] + 1
+        # Transcripts reach MongoDB during the run (a second at a time: not all of them).
+        assert row["mongo_ops_per_answer"]["update"] > 0, row["mongo_ops_per_answer"]
         # The answer, and RQ's job and result, stay in Redis for RESULT_TTL_S.
         assert row["redis_kb_per_answer"] > 1
         assert row["p50_s"] >= 0.05 and row["p99_s"] <= row["max_s"]
@@ -129,3 +131,19 @@ def test_a_run_with_two_worker_processes_counts_both(tmp_path: Path):
     logs = sorted(path.name for path in (tmp_path / "logs").glob("*/concurrent/worker-*.log"))
     assert logs == ["worker-concurrent-2.log", "worker-concurrent.log"]
     assert "| concurrent x2 | spread | 5 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_a_run_in_study_sessions_chats_through_them(tmp_path: Path):
+    argv = ["--participants", "5", "--turns", "2", "--latency", "0.1", "--jitter", "0.05",
+            "--workers", "concurrent", "--scenarios", "spread", "--sessions", "--no-chart",
+            "--out", str(tmp_path / "out"), "--logs", str(tmp_path / "logs")]  # fmt: skip
+    assert main(argv) == 0
+
+    [row] = json.loads((tmp_path / "out" / "results.json").read_text())["runs"]
+    # Without a study the server refuses session bodies (404): every turn would fail.
+    assert row["sessions"] and row["answers"] == 10 and row["errors"] == 0
+    # Every session turn reads its session and writes the participant's message into it.
+    operations = row["mongo_ops_per_answer"]
+    assert operations["query"] >= 1 and operations["update"] >= 1, operations
+    summary = (tmp_path / "out" / "results.md").read_text()
+    assert "| concurrent | spread (sessions) | 5 |" in summary
