@@ -1,8 +1,8 @@
 """Simulated study participants: chat, poll for the answer, repeat, all on one event loop.
 
 Each participant behaves like the single-page app: it POSTs /chat with the conversation
-so far (or, with `sessions`, opens a study session with POST /sessions first and then
-sends only each new message with its session token), then POSTs /check_response every
+so far (or, with `sessions`, sends only each new message with the token of the study
+session it opened with POST /sessions before the load began), then POSTs /check_response every
 `poll_s` seconds (on a fixed grid, like `setInterval`, never two requests at once) until
 the answer or an error comes, appends the answer to the conversation and starts the
 next turn at once (no reading time, so the load is the worst case for the given number
@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 # reused, so the client never writes to a connection the server is closing.
 KEEPALIVE_S = 3.0
 HEAD_END = b"\r\n\r\n"
+# Sessions opened at once before a --sessions load: a steady trickle, not a crowd.
+SESSIONS_OPENED_AT_ONCE = 20
 
 
 @dataclass(frozen=True)
@@ -259,24 +261,52 @@ def describe_error(error: BaseException) -> str:
     return type(error).__name__
 
 
-async def participant(base_url: str, index: int, result: LoadResult) -> None:
-    """Play every turn of participant `index` on its own connection, recording each turn."""
+async def participant(
+    base_url: str, index: int, result: LoadResult, session: str | BaseException | None
+) -> None:
+    """Play every turn of participant `index` on its own connection, recording each turn.
+
+    `session` is the participant's session token, or why it could not be had (None for
+    the legacy API).
+    """
     plan, loop = result.plan, asyncio.get_running_loop()
     await asyncio.sleep(max(0.0, result.began + start_delay(index, plan) - loop.time()))
+    if isinstance(session, BaseException):
+        if not isinstance(session, TURN_ERRORS):
+            raise session
+        # Without a session no message can be sent: every turn counts as failed.
+        failed = describe_error(session)
+        result.turns.extend(
+            TurnRecord(index, turn, loop.time(), error=failed) for turn in range(plan.turns)
+        )
+        return
     connection = Connection(base_url, plan.request_timeout_s)
     try:
-        try:
-            token = await open_session(connection, plan, index) if plan.sessions else None
-        except TURN_ERRORS as error:
-            # Without a session no message can be sent: every turn counts as failed.
-            failed = describe_error(error)
-            result.turns.extend(
-                TurnRecord(index, turn, loop.time(), error=failed) for turn in range(plan.turns)
-            )
-            return
-        await play_turns(connection, result, index, token)
+        await play_turns(connection, result, index, session)
     finally:
         connection.close()
+
+
+async def open_sessions(base_url: str, plan: LoadPlan) -> list[str | BaseException | None]:
+    """Every participant's session token (or why there is none), before the load starts.
+
+    Participants of a study arrive over minutes and open their session once: the load
+    measures their turns, not a crowd opening sessions in the same two seconds.
+    """
+    if not plan.sessions:
+        return [None] * plan.participants
+    gate = asyncio.Semaphore(SESSIONS_OPENED_AT_ONCE)
+
+    async def one(index: int) -> str:
+        async with gate:
+            connection = Connection(base_url, plan.request_timeout_s)
+            try:
+                return await open_session(connection, plan, index)
+            finally:
+                connection.close()
+
+    opened = [one(index) for index in range(plan.participants)]
+    return await asyncio.gather(*opened, return_exceptions=True)
 
 
 async def play_turns(
@@ -301,10 +331,11 @@ async def play_turns(
 
 async def run_load(base_url: str, plan: LoadPlan) -> LoadResult:
     """Run every participant against `base_url` until all finish or the deadline passes."""
+    sessions = await open_sessions(base_url, plan)
     loop = asyncio.get_running_loop()
     result = LoadResult(plan, began=loop.time() + 0.05)
     tasks = [
-        asyncio.create_task(participant(base_url, index, result))
+        asyncio.create_task(participant(base_url, index, result, sessions[index]))
         for index in range(plan.participants)
     ]
     _done, pending = await asyncio.wait(tasks, timeout=plan.deadline_s)

@@ -26,7 +26,7 @@ from studychat import outage_watch
 from studychat.chat.provenance import as_dates
 from studychat.outage_watch import Backoff
 from studychat.store.database import CHAT_LOG_COLLECTION
-from studychat.study.sessions import note_delivery, settle_turn
+from studychat.study.shipped_turns import Delivery, ShippedAnswer, record_batch
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +118,26 @@ def upserts_of(documents: list[dict[str, Any]]) -> list[UpdateOne]:
     ]
 
 
+def session_parts(
+    documents: list[dict[str, Any]], sessions_of: dict[str, str]
+) -> tuple[list[ShippedAnswer], dict[str, Delivery]]:
+    """A batch's session turns that ended, and its delivery notes of session answers.
+
+    `sessions_of` names the session of each delivery note (legacy turns have none).
+    """
+    answers = [
+        ShippedAnswer(doc["participantId"], doc["_id"], doc["turn"])
+        for doc in documents
+        if doc.get("turn") is not None
+    ]
+    deliveries = {
+        doc["_id"]: Delivery(sessions_of[doc["_id"]], doc["deliveredAt"])
+        for doc in documents
+        if doc.get("patch") and doc["_id"] in sessions_of
+    }
+    return answers, deliveries
+
+
 class ChatLogShipper(threading.Thread):
     """Moves log entries from the Redis stream into MongoDB, at least once, idempotently."""
 
@@ -162,17 +182,6 @@ class ChatLogShipper(threading.Thread):
                 _report(error)
                 self.stopping.wait(backoff.next_delay())
 
-    def _update_session(self, doc: dict[str, Any], participant: str | None) -> None:
-        """Carry a session turn's answer, or its delivery time, into its conversation.
-
-        `participant` names the session of a delivery note (legacy turns have none).
-        """
-        if doc.get("turn") is not None:
-            # A study session's turn joins its conversation (once: see settle_turn).
-            settle_turn(self.db, doc["participantId"], doc["_id"], doc["turn"])
-        elif doc.get("patch") and participant is not None:
-            note_delivery(self.db, participant, doc["_id"], doc["deliveredAt"])
-
     def _ensure_group(self) -> bool:
         try:
             self.connection.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
@@ -216,8 +225,9 @@ class ChatLogShipper(threading.Thread):
         }
         upserts = upserts_of(documents)
         self.collection.bulk_write(upserts, ordered=False)
-        for doc in documents:
-            self._update_session(doc, sessions_of.get(doc["_id"]))
+        answers, deliveries = session_parts(documents, sessions_of)
+        if answers or deliveries:
+            record_batch(self.db, answers, deliveries)
         ids = [entry_id for entry_id, _ in entries]
         with self.connection.pipeline() as pipeline:
             pipeline.xack(STREAM, GROUP, *ids)

@@ -185,6 +185,22 @@ def settle_turn(db: Database, participant_id: str, job_id: str, turn: Mapping[st
     return settled.modified_count == 1
 
 
+def with_turn_settled(
+    session: Mapping[str, Any], job_id: str, turn: Mapping[str, Any]
+) -> dict[str, Any]:
+    """`session` as settle_turn leaves it in MongoDB, without reading it back."""
+    stored = as_dates(dict(turn))
+    if "error" in stored:
+        messages = [
+            {**message, **stored} if message.get("jobId") == job_id else message
+            for message in session["messages"]
+        ]
+    else:
+        messages = [*session["messages"], stored]
+    settled = {key: value for key, value in session.items() if key != "pending"}
+    return {**settled, "messages": messages}
+
+
 def note_delivery(db: Database, participant_id: str, job_id: str, delivered_at: Any) -> None:
     """Record when the participant's client first got the answer of `job_id` (once)."""
     answer = {"jobId": job_id, "role": "assistant", "deliveredAt": None}

@@ -169,7 +169,9 @@ def settle_pending(turn: Turn, session: dict[str, Any]) -> dict[str, Any]:
     settled = ended_turn(turn.redis, pending["jobId"], pending["receivedAt"])
     if settled is None:
         return session
-    sessions.settle_turn(turn.db, session["_id"], pending["jobId"], settled)
+    if sessions.settle_turn(turn.db, session["_id"], pending["jobId"], settled):
+        return sessions.with_turn_settled(session, pending["jobId"], settled)
+    # Settled meanwhile by the worker's shipper (or another tab): as it was stored.
     return sessions.sessions(turn.db).find_one({"_id": session["_id"]}) or session
 
 
