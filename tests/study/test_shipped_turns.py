@@ -15,7 +15,7 @@ from studychat.chat.provenance import utc_iso
 from studychat.store.database import make_mongo_client
 from studychat.study import sessions
 from studychat.study.definition import load_study
-from studychat.study.shipped_turns import Delivery, ShippedAnswer, record_batch
+from studychat.study.shipped_turns import READ_AT_ONCE, Delivery, ShippedAnswer, record_batch
 from tests.study.test_definition import EXAMPLE, SETTINGS
 
 pytestmark = pytest.mark.integration
@@ -83,6 +83,23 @@ def test_an_answer_and_its_delivery_in_one_batch_are_one_write(db):
         "hello",
         delivered,
     )
+
+
+def test_a_batch_of_more_sessions_than_one_read_takes_settles_them_all(db):
+    turns = [pending_turn(db) for _ in range(READ_AT_ONCE + 10)]
+    delivered = datetime.now(UTC).replace(microsecond=0)
+    before = writes(db)
+
+    record_batch(
+        db,
+        [ShippedAnswer(participant, job_id, answer_of(job_id)) for participant, job_id in turns],
+        {job_id: Delivery(participant, delivered) for participant, job_id in turns},
+    )
+
+    assert writes(db) - before == len(turns)
+    for participant, job_id in turns:
+        answer = conversation(db, participant)["messages"][-1]
+        assert (answer["jobId"], answer["deliveredAt"]) == (job_id, delivered)
 
 
 def test_a_turn_the_web_settled_already_is_not_written_again(db):
