@@ -21,7 +21,13 @@ from redis import Redis
 from rq import Queue
 
 from studychat.chat.budgets import PARTICIPANT, admit_chat
-from studychat.chat.outcomes import DELIVERED, FAILED_STATUSES, outcome_key, read_state
+from studychat.chat.outcomes import (
+    DELIVERED,
+    FAILED_STATUSES,
+    outcome_key,
+    queue_state_read,
+    state_read,
+)
 from studychat.chat.provenance import utc_iso
 from studychat.chat.session_turn import SessionTurn
 from studychat.chat.task_queue import enqueue_chat
@@ -177,9 +183,13 @@ def settle_pending(turn: Turn, session: dict[str, Any]) -> dict[str, Any]:
 
 def ended_turn(connection: Redis, job_id: str, received_at: datetime) -> dict[str, Any] | None:
     """What the conversation gains from a released job's end; None while it is not over."""
-    state = read_state(connection, job_id)
+    # One round trip: the job's state, and the turn its outcome holds with its delivery.
+    pipe = connection.pipeline(transaction=False)
+    queue_state_read(pipe, job_id)
+    pipe.hmget(outcome_key(job_id), "turn", DELIVERED)
+    *state_answers, (stored, delivered) = pipe.execute()
+    state = state_read(state_answers)
     if state.body is not None:
-        stored, delivered = connection.hmget(outcome_key(job_id), "turn", DELIVERED)
         if not stored or not state.released:
             return None
         settled: dict[str, Any] = json.loads(stored)
