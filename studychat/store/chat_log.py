@@ -26,6 +26,7 @@ from studychat import outage_watch
 from studychat.chat.provenance import as_dates
 from studychat.outage_watch import Backoff
 from studychat.store.database import CHAT_LOG_COLLECTION
+from studychat.store.held_answers import HOLD_S, Entry, HeldAnswers
 from studychat.study.shipped_turns import Delivery, ShippedAnswer, record_batch
 
 logger = logging.getLogger(__name__)
@@ -46,8 +47,9 @@ CLAIM_EVERY_S = 5.0
 # many answers (and the delivery notes that follow them) then go in one write, which costs
 # the worker and MongoDB far less per entry than a write per answer. Longer than a poll's
 # interval, so that most answers and their delivery notes (one poll later) merge into one
-# upsert. They are safe in the stream meanwhile; a transcript reaches MongoDB at most
-# this much later.
+# upsert; an answer whose note is not there yet waits for it (held_answers.HOLD_S). They
+# are safe in the stream meanwhile; a transcript reaches MongoDB at most this much, and
+# its wait, later.
 SHIP_PAUSE_S = 1.0
 
 
@@ -147,8 +149,11 @@ class ChatLogShipper(threading.Thread):
         db: Database,
         consumer: str,
         claim_idle_ms: int = CLAIM_IDLE_MS,
+        hold_s: float = HOLD_S,
     ) -> None:
         super().__init__(name="chat-log-shipper", daemon=True)
+        self.held = HeldAnswers(hold_s)
+        self.last_read = 0
         self.connection = connection
         self.claim_idle_ms = claim_idle_ms
         self.db = db
@@ -175,7 +180,8 @@ class ChatLogShipper(threading.Thread):
                     outage_watch.MONGODB.succeeded()
                 outage_watch.REDIS.succeeded()
                 backoff.reset()
-                if 0 < shipped < BATCH:
+                # A backlog goes on at once; a part batch, or answers held back, wait.
+                if self.last_read and shipped < BATCH:
                     self.stopping.wait(SHIP_PAUSE_S)
             except Exception as error:
                 group_ready = False
@@ -191,11 +197,24 @@ class ChatLogShipper(threading.Thread):
         return True
 
     def ship_once(self, block_ms: int | None = None) -> int:
-        """Ship one batch: this consumer's unacknowledged entries, stale ones, then new ones."""
-        entries = self._read("0") or self._claim_stale_now_and_then() or self._read(">", block_ms)
-        if entries:
-            self._write(entries)
-        return len(entries)
+        """Ship one batch: this consumer's unacknowledged entries, stale ones, then new ones.
+
+        Answers whose delivery note is not in the batch are held back (held_answers):
+        read again with the entries that follow. Returns how many entries it shipped
+        (`last_read`: how many it read).
+        """
+        entries = self._read("0")
+        if not entries:
+            self.held.forget()
+            entries = self._claim_stale_now_and_then()
+        if not entries or self.held.holds_all(entries):
+            entries = entries + self._read(">", block_ms)
+        batch = [(entry_id, fields, to_document(fields[b"doc"])) for entry_id, fields in entries]
+        self.last_read = len(batch)
+        ready = self.held.ready(batch)
+        if ready:
+            self._write(ready)
+        return len(ready)
 
     def _read(self, start: str, block_ms: int | None = None) -> list[tuple[bytes, dict]]:
         answer: Any = self.connection.xreadgroup(
@@ -216,11 +235,11 @@ class ChatLogShipper(threading.Thread):
         )
         return [entry for entry in claimed[1] if entry[1]]
 
-    def _write(self, entries: list[tuple[bytes, dict]]) -> None:
-        documents = [to_document(fields[b"doc"]) for _, fields in entries]
+    def _write(self, batch: list[Entry]) -> None:
+        documents = [document for _, _, document in batch]
         sessions_of = {
-            doc["_id"]: fields[b"participant"].decode()
-            for doc, (_, fields) in zip(documents, entries, strict=True)
+            document["_id"]: fields[b"participant"].decode()
+            for _, fields, document in batch
             if b"participant" in fields
         }
         upserts = upserts_of(documents)
@@ -228,7 +247,7 @@ class ChatLogShipper(threading.Thread):
         answers, deliveries = session_parts(documents, sessions_of)
         if answers or deliveries:
             record_batch(self.db, answers, deliveries)
-        ids = [entry_id for entry_id, _ in entries]
+        ids = [entry_id for entry_id, _, _ in batch]
         with self.connection.pipeline() as pipeline:
             pipeline.xack(STREAM, GROUP, *ids)
             pipeline.xdel(STREAM, *ids)

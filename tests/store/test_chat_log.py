@@ -96,7 +96,8 @@ def test_shipping_twice_never_duplicates(shipper_parts):
     connection, db = shipper_parts
     (job_id,) = queue_entries(connection, 1)
     connection.xadd(chat_log.STREAM, {"doc": json.dumps({"_id": job_id, "status": "finished"})})
-    shipper = chat_log.ChatLogShipper(connection, db, consumer="a")
+    # No answer waits for a delivery note here (see the tests of held answers below).
+    shipper = chat_log.ChatLogShipper(connection, db, consumer="a", hold_s=0)
     shipper._ensure_group()
     while shipper.ship_once():
         pass
@@ -110,7 +111,7 @@ def test_entries_of_a_dead_shipper_are_taken_over(shipper_parts):
     dead = chat_log.ChatLogShipper(connection, db, consumer="dead")
     dead._ensure_group()
     dead._read(">")  # claimed, never written: its process died here
-    heir = chat_log.ChatLogShipper(connection, db, consumer="heir", claim_idle_ms=0)
+    heir = chat_log.ChatLogShipper(connection, db, consumer="heir", claim_idle_ms=0, hold_s=0)
     assert heir.ship_once() == 5
     assert {doc["_id"] for doc in db["chat_log"].find()} == set(ids)
 
@@ -180,3 +181,55 @@ def test_later_fields_of_a_job_win_in_a_merged_write():
         ),
         UpdateOne({"_id": "b"}, {"$set": {"status": "finished"}}, upsert=True),
     ]
+
+
+def deliver(connection: Redis, job_id: str) -> str:
+    """The note the web adds when the participant's client gets the answer."""
+    delivered_at = utc_iso()
+    with connection.pipeline() as pipeline:
+        chat_log.add_entry(pipeline, chat_log.delivery_entry(job_id, delivered_at))
+        pipeline.execute()
+    return delivered_at
+
+
+def test_an_answer_waits_for_its_delivery_note_and_ships_with_it(shipper_parts):
+    connection, db = shipper_parts
+    (job_id,) = queue_entries(connection, 1)
+    shipper = chat_log.ChatLogShipper(connection, db, consumer="a")
+    shipper._ensure_group()
+    assert shipper.ship_once() == 0  # read, and held back in Redis
+    assert db["chat_log"].count_documents({"_id": job_id}) == 0
+    assert connection.xlen(chat_log.STREAM) == 1
+
+    deliver(connection, job_id)
+
+    assert shipper.ship_once() == 2
+    entry = db["chat_log"].find_one({"_id": job_id})
+    assert entry["status"] == "finished" and entry["deliveredAt"] is not None
+    assert connection.xlen(chat_log.STREAM) == 0
+
+
+def test_an_answer_never_fetched_ships_alone_once_its_wait_is_over(shipper_parts):
+    connection, db = shipper_parts
+    (job_id,) = queue_entries(connection, 1)
+    shipper = chat_log.ChatLogShipper(connection, db, consumer="a", hold_s=0.5)
+    shipper._ensure_group()
+    assert shipper.ship_once() == 0
+
+    wait_for(lambda: shipper.ship_once(block_ms=100) == 1, timeout=10)
+
+    assert db["chat_log"].find_one({"_id": job_id})["status"] == "finished"
+    assert connection.xlen(chat_log.STREAM) == 0
+
+
+def test_a_held_answer_of_a_dead_shipper_is_taken_over(shipper_parts):
+    connection, db = shipper_parts
+    (job_id,) = queue_entries(connection, 1)
+    dead = chat_log.ChatLogShipper(connection, db, consumer="dead")
+    dead._ensure_group()
+    assert dead.ship_once() == 0  # held back when its process died
+    heir = chat_log.ChatLogShipper(connection, db, consumer="heir", claim_idle_ms=0, hold_s=0)
+
+    assert heir.ship_once() == 1
+
+    assert db["chat_log"].count_documents({"_id": job_id}) == 1
