@@ -63,18 +63,21 @@ def conversation(db: Database, participant: str) -> dict[str, Any]:
     return found
 
 
-def test_an_answer_and_its_delivery_in_one_batch_are_one_write(db):
-    participant, job_id = pending_turn(db)
-    delivered = datetime.now(UTC).replace(microsecond=0)
+def ship_with_delivery(db: Database, participant: str, job_id: str, delivered: datetime) -> int:
+    """Ship a batch of the job's answer and its delivery note; the writes it took."""
     before = writes(db)
-
     record_batch(
         db,
         [ShippedAnswer(participant, job_id, answer_of(job_id))],
         {job_id: Delivery(participant, delivered)},
     )
+    return writes(db) - before
 
-    assert writes(db) - before == 1
+
+def test_an_answer_and_its_delivery_in_one_batch_are_one_write(db):
+    participant, job_id = pending_turn(db)
+    delivered = datetime.now(UTC).replace(microsecond=0)
+    assert ship_with_delivery(db, participant, job_id, delivered) == 1
     session = conversation(db, participant)
     assert "pending" not in session
     answer = session["messages"][-1]
@@ -109,15 +112,7 @@ def test_a_turn_the_web_settled_already_is_not_written_again(db):
     web_settled = {**answer_of(job_id), "deliveredAt": delivered.isoformat()}
     assert sessions.settle_turn(db, participant, job_id, web_settled)
     settled = conversation(db, participant)
-    before = writes(db)
-
-    record_batch(
-        db,
-        [ShippedAnswer(participant, job_id, answer_of(job_id))],
-        {job_id: Delivery(participant, delivered)},
-    )
-
-    assert writes(db) - before == 0
+    assert ship_with_delivery(db, participant, job_id, delivered) == 0
     assert conversation(db, participant) == settled
 
 
@@ -150,15 +145,7 @@ def test_a_failed_turn_is_marked_on_the_message_and_a_delivery_never_touches_it(
 def test_a_batch_for_an_erased_session_writes_nothing(db):
     participant, job_id = pending_turn(db)
     sessions.sessions(db).delete_one({"_id": participant})
-    before = writes(db)
-
-    record_batch(
-        db,
-        [ShippedAnswer(participant, job_id, answer_of(job_id))],
-        {job_id: Delivery(participant, datetime.now(UTC))},
-    )
-
-    assert writes(db) - before == 0
+    assert ship_with_delivery(db, participant, job_id, datetime.now(UTC)) == 0
     assert sessions.sessions(db).count_documents({"_id": participant}) == 0
 
 
