@@ -18,12 +18,11 @@ from redis import Redis
 from redis.client import Pipeline
 from rq.job import Job, JobStatus
 
-from studychat.chat.provenance import utc_iso
+from studychat.chat.provenance import DELIVERED, utc_iso
 from studychat.redis_scripts import run_script
 from studychat.store.chat_log import STREAM, delivery_entry
 
 OUTCOME_PREFIX = "chat:outcome:"
-DELIVERED = "deliveredAt"
 # The first delivery of an outcome stamps it and sends the time to the transcript stream,
 # with the participant of a session's turn (whose conversation records it too).
 _MARK_DELIVERED_LUA = """

@@ -31,6 +31,8 @@ TIME_FIELDS = (
     "endedAt",
     "failedAt",
 )
+# When the participant's client first got the answer: the last of a turn's times.
+DELIVERED = "deliveredAt"
 
 
 def utc_iso(moment: datetime | None = None) -> str:

@@ -44,8 +44,11 @@ class HeldAnswers:
         now, ready = time.monotonic(), []
         for entry in batch:
             entry_id, _, document = entry
-            waited = now - self._since.setdefault(entry_id, now)
-            if document.get("patch") or document["_id"] in noted or waited >= self.hold_s:
+            if document.get("patch") or document["_id"] in noted or self._over(entry_id, now):
                 self._since.pop(entry_id, None)
                 ready.append(entry)
         return ready
+
+    def _over(self, entry_id: bytes, now: float) -> bool:
+        """Whether the answer has waited its time (its wait starts when first seen)."""
+        return now - self._since.setdefault(entry_id, now) >= self.hold_s

@@ -17,9 +17,9 @@ from typing import Any
 
 from pymongo.database import Database
 
+from studychat.chat.provenance import DELIVERED
 from studychat.study.sessions import note_delivery, sessions, settle_turn
 
-DELIVERED = "deliveredAt"
 # The fields of a session the batch's read needs: its pending turn and which answers
 # have a delivery time, not the text of its conversation.
 STATE_FIELDS = {
