@@ -54,6 +54,13 @@ def on_starting(server):
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = tempfile.mkdtemp(prefix="prometheus-web-")
 
 
+def post_worker_init(worker):
+    """Set the garbage collector of a web process once its app is loaded (gc_tuning)."""
+    from studychat.gc_tuning import tune_garbage_collector
+
+    tune_garbage_collector()
+
+
 def child_exit(server, worker):
     """Let prometheus_client drop the live gauges of a worker process that has ended."""
     from prometheus_client import multiprocess

@@ -16,6 +16,7 @@ from rq.worker import BaseWorker
 from studychat.chat import jobs
 from studychat.chat.metrics_tally import MetricsTally, TallyWriter
 from studychat.chat.task_queue import QUEUE_NAME, SERIALIZER, make_redis
+from studychat.gc_tuning import tune_garbage_collector
 from studychat.logging_setup import configure_logging, set_context_source
 from studychat.outage_watch import wait_for_redis
 from studychat.settings import Settings
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     logger.info("worker started: %s on queue %s", type(worker).__name__, QUEUE_NAME)
     if study is not None:
         logger.info("study %s from %s, sha256 %s", study.name, settings.STUDY_FILE, study.hash)
+    tune_garbage_collector()
     worker.work(logging_level=settings.LOG_LEVEL)
     if metrics:
         metrics.stop()  # writes the counts of the last jobs
