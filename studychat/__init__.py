@@ -4,6 +4,7 @@ The package map (docs/architecture.md draws it):
 
 - `factory`: `create_app(config)`, the Flask app factory;
 - `settings`: every setting, named once; `exceptions`; `logging_setup`; `outage_watch`;
+  `gc_tuning`, the garbage collector of web and worker;
 - `web`: routes, request and response schemas, errors, request hooks, admin pages;
 - `chat`: the chat domain without Flask: queue, job, model client, answers and streams,
   budgets;
