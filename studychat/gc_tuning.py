@@ -6,7 +6,7 @@ generations, which are looked through in turn. The web and the worker hold hundr
 requests and jobs at once, each keeping its objects for the seconds a model takes: most
 young objects are still alive when looked at, so they move up, and the oldest generation
 grows until a full collection walks every object of the process. In the worker with
-1,000 model calls in flight that was 14 full collections per 3,000 jobs, about 0.14 s
+1,000 model calls in flight that was 14 full collections in 9,000 jobs, about 0.14 s
 each with every thread stopped, and 8 % of the worker's CPU spent collecting
 (docs/benchmark.md, fourteenth round).
 
