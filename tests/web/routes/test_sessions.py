@@ -320,9 +320,15 @@ def test_a_session_save_stores_every_field_verbatim(make_study_app, participant_
     assert "sessionToken" not in record  # the credential is not data
 
 
-def test_an_expired_token_is_401_and_coming_back_renews_it(make_study_app, participant_id):
+def test_an_expired_token_is_401_and_coming_back_renews_it(
+    make_study_app, participant_id, upstream
+):
     client = make_study_app(settings={"SESSION_TTL_S": "2"}).test_client()
     token = start(client, participant_id).get_json()["sessionToken"]
+    # The answer outlasts the token, so every probe below is refused and none starts a
+    # turn: with instant answers a fast machine took all 30 turns before the token
+    # expired, and the turn after coming back was refused as the conversation's end.
+    control(upstream, {"latency": 3})
     assert say(client, token, "hello").status_code == 202
 
     def expired():  # 409 while the answer is pending, then 401 once the token expires
