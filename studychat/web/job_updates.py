@@ -24,6 +24,14 @@ noted, with the subscription up since before the job was queued, has nothing to 
 at yet and goes straight to sleep. That is one Redis round trip per answer less. Any
 doubt (a job queued elsewhere, a message heard, the subscription lost since) means a
 look first, as before.
+
+A short poll (no "wait") of such a job, within UNHEARD_TRUSTED_S of its queueing, is
+answered "processing" without a look at all (web/polls.py): at 0.5 s polling and 2 s
+answers that is three or four polls per answer, each a script of three Redis commands,
+that ask Redis nothing. So the first chat of a process starts the subscription, not
+only its first long poll or stream. Past that while a poll looks as before, so that an
+outcome written without a message (a job cancelled with RQ's tools) is not hidden for
+longer than a long poll's wait would hide it.
 """
 
 from __future__ import annotations
@@ -58,6 +66,11 @@ ALIVE = "job-updates-alive"
 # Jobs noted as queued here and not heard of since, at most; the oldest are forgotten
 # first (a forgotten job is simply looked at first). Jobs are heard of within seconds.
 UNHEARD_KEPT = 20_000
+# How long after queueing a job unheard of is taken to have no outcome without a look.
+# Every outcome the worker stores is announced; one that is not (an operator cancelling
+# the job with RQ's tools, a job failed after its workers died over and over) shows
+# within this much, as it does within a long poll's wait.
+UNHEARD_TRUSTED_S = 10.0
 
 
 class JobUpdates:
@@ -68,14 +81,17 @@ class JobUpdates:
         connection: Redis,
         ping_every_s: float = PING_EVERY_S,
         silence_limit_s: float = SILENCE_LIMIT_S,
+        trusted_for_s: float = UNHEARD_TRUSTED_S,
     ) -> None:
         self.connection = connection
         self.ping_every_s = ping_every_s
         self.silence_limit_s = silence_limit_s
+        self.trusted_for_s = trusted_for_s
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
-        # Ids of jobs queued here while listening and not heard of since, oldest first.
-        self._unheard: dict[str, None] = {}
+        # Jobs queued here while listening and not heard of since, oldest first: when
+        # each was noted (time.monotonic()).
+        self._unheard: dict[str, float] = {}
         self._listening = False
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
@@ -115,10 +131,11 @@ class JobUpdates:
         """Note a job this process is about to queue (before it is queued: its first
         message may come at once), so that its long polls can skip their first look.
         """
+        self._start_once()
         with self._lock:
             if not self._listening:
                 return
-            self._unheard[job_id] = None
+            self._unheard[job_id] = time.monotonic()
             if len(self._unheard) > UNHEARD_KEPT:
                 del self._unheard[next(iter(self._unheard))]
 
@@ -126,6 +143,15 @@ class JobUpdates:
         """Whether the job was queued here, and not written to since, by all we heard."""
         with self._lock:
             return self._listening and job_id in self._unheard
+
+    def surely_pending(self, job_id: str) -> bool:
+        """Whether the job was queued here moments ago and nothing written to it since.
+
+        Then it has no outcome to read: a poll can say "processing" without a look.
+        """
+        with self._lock:
+            noted = self._unheard.get(job_id) if self._listening else None
+        return noted is not None and time.monotonic() - noted < self.trusted_for_s
 
     def sleep(self, woken: threading.Event, seconds: float) -> None:
         """Sleep until `woken` is set or `seconds` pass; only 0.2 s while nobody listens."""

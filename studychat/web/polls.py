@@ -15,10 +15,15 @@ def poll_outcome(
 ) -> JobState | None:
     """The job's state once it is over, within `wait` seconds; None while it is processing.
 
+    A job this process queued moments ago and has heard nothing of since is processing:
+    a poll without `wait` says so without asking Redis (web/job_updates.py).
+
     An outcome handed back is marked delivered. A paced condition's answer
     (min_reply_seconds) is held back until its release time: the poll sleeps until then
     if that comes within its wait, and says "processing" otherwise.
     """
+    if not wait and updates.surely_pending(job_id):
+        return None  # queued here moments ago, and not written to since
     deadline = time.monotonic() + wait
     state = updates.wait_for(job_id, wait, lambda: ended_state(connection, job_id))
     if state is None or state.body is None or state.released:

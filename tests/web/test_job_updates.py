@@ -68,8 +68,8 @@ def end_job(connection: Redis, job_id: str) -> None:
         pipeline.execute()
 
 
-def listening(connection: Redis) -> JobUpdates:
-    updates = JobUpdates(connection)
+def listening(connection: Redis, **options: float) -> JobUpdates:
+    updates = JobUpdates(connection, **options)
     updates.wait_for("warm-up", 0.01, lambda: False)  # the first wait starts the subscription
     wait_for(lambda: updates.listening)
     return updates
@@ -188,6 +188,48 @@ def test_a_job_queued_before_the_subscription_was_lost_is_looked_at_first(connec
     end_job(connection, job_id)  # its message is lost, or comes to the new subscription
     wait_for(lambda: updates.listening)
     assert ends_within(updates, job_id, 10)
+    updates.close()
+
+
+def test_the_first_job_noted_starts_the_subscription(connection):
+    updates = JobUpdates(connection)
+    first = str(uuid.uuid4())
+    updates.note_queued(first)  # a process's first chat, before any long poll or stream
+    wait_for(lambda: updates.listening)
+    assert not updates.surely_pending(first)  # queued before the subscription was up
+    updates.close()
+
+
+def test_a_job_queued_here_is_surely_pending_until_heard_of(connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    updates.note_queued(job_id)
+    assert updates.surely_pending(job_id)
+    assert not updates.surely_pending(str(uuid.uuid4()))  # one queued elsewhere
+    end_job(connection, job_id)
+    wait_for(lambda: not updates.surely_pending(job_id))
+    updates.close()
+
+
+def test_a_job_unheard_of_is_taken_for_pending_only_for_a_while(connection):
+    updates = listening(connection, trusted_for_s=0.3)
+    job_id = str(uuid.uuid4())
+    updates.note_queued(job_id)
+    assert updates.surely_pending(job_id)
+    # An outcome nobody announced (a job cancelled with RQ's tools) shows after that while.
+    wait_for(lambda: not updates.surely_pending(job_id), timeout=5)
+    updates.close()
+
+
+def test_no_job_is_surely_pending_once_the_subscription_is_lost(connection):
+    updates = listening(connection)
+    job_id = str(uuid.uuid4())
+    updates.note_queued(job_id)
+    connection.client_kill_filter(_type="pubsub")
+    wait_for(lambda: not updates.listening)
+    assert not updates.surely_pending(job_id)  # its message may have been lost
+    wait_for(lambda: updates.listening)
+    assert not updates.surely_pending(job_id)
     updates.close()
 
 
