@@ -28,10 +28,11 @@ look first, as before.
 A short poll (no "wait") of such a job, within UNHEARD_TRUSTED_S of its queueing, is
 answered "processing" without a look at all (web/polls.py): at 0.5 s polling and 2 s
 answers that is three or four polls per answer, each a script of three Redis commands,
-that ask Redis nothing. So the first chat of a process starts the subscription, not
-only its first long poll or stream. Past that while a poll looks as before, so that an
-outcome written without a message (a job cancelled with RQ's tools) is not hidden for
-longer than a long poll's wait would hide it.
+that ask Redis nothing. Past that while a poll looks as before, so that an outcome
+written without a message (a job cancelled with RQ's tools) is not hidden for longer
+than a long poll's wait would hide it. Short polls start the subscription only where
+they mostly come back to the process that queued their job (returning_polls.py); the
+first long poll or stream starts it regardless.
 """
 
 from __future__ import annotations
@@ -50,6 +51,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from studychat import outage_watch
 from studychat.chat.answer_stream import POLL_EVERY_S, UPDATES_CHANNEL
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
+from studychat.web.returning_polls import ReturningPolls
 
 logger = logging.getLogger(__name__)
 
@@ -82,11 +84,13 @@ class JobUpdates:
         ping_every_s: float = PING_EVERY_S,
         silence_limit_s: float = SILENCE_LIMIT_S,
         trusted_for_s: float = UNHEARD_TRUSTED_S,
+        returning: ReturningPolls | None = None,
     ) -> None:
         self.connection = connection
         self.ping_every_s = ping_every_s
         self.silence_limit_s = silence_limit_s
         self.trusted_for_s = trusted_for_s
+        self._returning = returning or ReturningPolls()
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
         # Jobs queued here while listening and not heard of since, oldest first: when
@@ -95,6 +99,11 @@ class JobUpdates:
         self._listening = False
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
+
+    @property
+    def started(self) -> bool:
+        """Whether the subscription was started (it is then held, through outages, until closed)."""
+        return self._thread is not None
 
     @property
     def listening(self) -> bool:
@@ -131,8 +140,8 @@ class JobUpdates:
         """Note a job this process is about to queue (before it is queued: its first
         message may come at once), so that its long polls can skip their first look.
         """
-        self._start_once()
         with self._lock:
+            self._returning.queued(job_id)
             if not self._listening:
                 return
             self._unheard[job_id] = time.monotonic()
@@ -148,9 +157,14 @@ class JobUpdates:
         """Whether the job was queued here moments ago and nothing written to it since.
 
         Then it has no outcome to read: a poll can say "processing" without a look.
+        Asked for every short poll, it starts the subscription once they mostly come
+        back to this process (returning_polls.py).
         """
         with self._lock:
             noted = self._unheard.get(job_id) if self._listening else None
+            worth_listening = self._thread is None and self._returning.polled(job_id)
+        if worth_listening:
+            self._start_once()
         return noted is not None and time.monotonic() - noted < self.trusted_for_s
 
     def sleep(self, woken: threading.Event, seconds: float) -> None:

@@ -11,9 +11,10 @@ import pytest
 from redis import Redis
 
 from studychat import outage_watch
-from studychat.chat.answer_stream import deltas_key, mark_ended, read_deltas
+from studychat.chat.answer_stream import UPDATES_CHANNEL, deltas_key, mark_ended, read_deltas
 from studychat.chat.outcomes import outcome_key
 from studychat.web.job_updates import JobUpdates
+from studychat.web.returning_polls import ReturningPolls
 from studychat.web.services import services
 from tests.support.polling import wait_for
 from tests.support.redis_monitor import commands_on
@@ -191,12 +192,26 @@ def test_a_job_queued_before_the_subscription_was_lost_is_looked_at_first(connec
     updates.close()
 
 
-def test_the_first_job_noted_starts_the_subscription(connection):
-    updates = JobUpdates(connection)
-    first = str(uuid.uuid4())
-    updates.note_queued(first)  # a process's first chat, before any long poll or stream
+def test_short_polls_that_come_back_to_their_process_start_the_subscription(connection):
+    updates = JobUpdates(connection, returning=ReturningPolls(sample=10))
+    jobs = [str(uuid.uuid4()) for _ in range(10)]
+    for job_id in jobs:
+        updates.note_queued(job_id)
+    assert not any(updates.surely_pending(job_id) for job_id in jobs)  # nobody listens yet
+    assert updates.started  # ten polls of ten jobs queued here
     wait_for(lambda: updates.listening)
-    assert not updates.surely_pending(first)  # queued before the subscription was up
+    updates.close()
+
+
+def test_short_polls_of_jobs_queued_elsewhere_leave_it_unstarted(connection):
+    updates = JobUpdates(connection, returning=ReturningPolls(sample=10))
+    mine = str(uuid.uuid4())
+    updates.note_queued(mine)
+    # Half come back (two processes behind a router): not worth a message per answer.
+    for number in range(30):
+        updates.surely_pending(mine if number % 2 else str(uuid.uuid4()))
+    assert not updates.started
+    assert connection.pubsub_numsub(UPDATES_CHANNEL) == [(UPDATES_CHANNEL.encode(), 0)]
     updates.close()
 
 
