@@ -141,7 +141,8 @@ class JobUpdates:
         message may come at once), so that its long polls can skip their first look.
         """
         with self._lock:
-            self._returning.queued(job_id)
+            if self._thread is None:  # only short polls that start it need to know
+                self._returning.queued(job_id)
             if not self._listening:
                 return
             self._unheard[job_id] = time.monotonic()
