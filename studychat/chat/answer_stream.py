@@ -3,8 +3,9 @@
 The worker appends each delta of text to a Redis stream per job, then an end marker in
 the same transaction that stores the answer; a job not streamed has no such stream. The
 web relays the stream as server-sent events (web/routes/stream.py); a late joiner reads
-it from the start. Each write also publishes the job's id on UPDATES_CHANNEL, so that
-waiting readers look again at once instead of every 0.2 s (web/job_updates.py).
+it from the start. Each write also publishes the job's id on the channel of the web
+process that queued it (updates_channel), so that waiting readers look again at once
+instead of every 0.2 s (web/job_updates.py).
 
 Readers make short non-blocking reads rather than blocking ones: a blocked read would
 hold one Redis connection per open stream, and hosted Redis plans allow only a few
@@ -18,12 +19,18 @@ from typing import Any
 
 from redis import Redis
 from redis.client import Pipeline
+from rq.job import Job
 
 from studychat.chat.provenance import utc_iso
 
 DELTAS_PREFIX = "chat:deltas:"
-# The channel that carries the id of a job whenever its deltas or its outcome are written.
+# The channel that carries the id of a job whenever its deltas or its outcome are written,
+# for a job that names no channel of its own; a web process's own channels are this
+# name, a colon and a suffix of its own (web/job_updates.py), and ALL_UPDATES covers all.
 UPDATES_CHANNEL = "chat:updates"
+ALL_UPDATES = UPDATES_CHANNEL + "*"
+# The key of the job's meta that names the channel its updates go to (enqueue_chat).
+UPDATES_META = "updates_channel"
 # Deltas are kept long enough to replay to a participant who reconnects; after that the
 # whole answer is still in the job's outcome.
 DELTAS_TTL_S = 3600
@@ -36,6 +43,14 @@ DELTA = b"d"
 END = b"end"
 
 
+def updates_channel(job: Job) -> str:
+    """The channel that announces the job's writes: that of the web process that queued it."""
+    channel = job.meta.get(UPDATES_META)
+    if isinstance(channel, str) and channel.startswith(UPDATES_CHANNEL + ":"):
+        return channel
+    return UPDATES_CHANNEL
+
+
 def deltas_key(job_id: str) -> str:
     """The Redis stream holding a job's deltas."""
     return DELTAS_PREFIX + job_id
@@ -44,9 +59,10 @@ def deltas_key(job_id: str) -> str:
 class DeltaPublisher:
     """Publishes a job's deltas of text, coalesced, as the model streams them."""
 
-    def __init__(self, connection: Redis, job_id: str) -> None:
+    def __init__(self, connection: Redis, job_id: str, channel: str = UPDATES_CHANNEL) -> None:
         self.connection = connection
         self.job_id = job_id
+        self.channel = channel
         self.key = deltas_key(job_id)
         self.buffer: list[str] = []
         self.last_flush = time.monotonic()
@@ -67,14 +83,16 @@ class DeltaPublisher:
         with self.connection.pipeline(transaction=False) as pipeline:
             pipeline.xadd(self.key, {DELTA: "".join(self.buffer)})
             pipeline.expire(self.key, DELTAS_TTL_S)
-            pipeline.publish(UPDATES_CHANNEL, self.job_id)
+            pipeline.publish(self.channel, self.job_id)
             pipeline.execute()
         self.buffer.clear()
         self.last_flush = time.monotonic()
 
 
-def mark_ended(pipeline: Pipeline, job_id: str, streamed: bool) -> None:
-    """Signal, on `pipeline`, that the job's outcome is stored.
+def mark_ended(
+    pipeline: Pipeline, job_id: str, streamed: bool, channel: str = UPDATES_CHANNEL
+) -> None:
+    """Signal, on `pipeline` and `channel`, that the job's outcome is stored.
 
     A streamed job's deltas end with an end marker. A job not streamed gets no stream of
     deltas at all (a one-entry stream takes Redis about 4.7 kB for DELTAS_TTL_S): its
@@ -83,7 +101,7 @@ def mark_ended(pipeline: Pipeline, job_id: str, streamed: bool) -> None:
     if streamed:
         pipeline.xadd(deltas_key(job_id), {END: "1"})
         pipeline.expire(deltas_key(job_id), DELTAS_TTL_S)
-    pipeline.publish(UPDATES_CHANNEL, job_id)
+    pipeline.publish(channel, job_id)
 
 
 def read_deltas(connection: Redis, job_id: str, after: str) -> list[tuple[str, str | None]]:

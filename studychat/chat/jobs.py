@@ -162,7 +162,8 @@ def _call_model(
     if not stream:
         with models.client() as client:
             return llm_client.complete(client, request, job.id), None
-    publisher = answer_stream.DeltaPublisher(job.connection, job.id)
+    channel = answer_stream.updates_channel(job)
+    publisher = answer_stream.DeltaPublisher(job.connection, job.id, channel)
     try:
         with models.client() as client:
             completion = llm_client.complete_streaming(client, request, publisher.add)
@@ -197,7 +198,8 @@ def _finish(job: Job, turn: SessionTurn | None, ending: Ending) -> None:
     with job.connection.pipeline(transaction=True) as pipeline:
         ttl = context.settings.RESULT_TTL_S
         store_outcome(pipeline, job.id, ending.code, ending.body, ttl, turn_fields(turn, settled))
-        answer_stream.mark_ended(pipeline, job.id, streamed=bool(job.kwargs.get("stream")))
+        streamed = bool(job.kwargs.get("stream"))
+        answer_stream.mark_ended(pipeline, job.id, streamed, answer_stream.updates_channel(job))
         chat_log.add_entry(pipeline, entry)
         if context.tally is None:
             job_metrics.record(pipeline, sample)

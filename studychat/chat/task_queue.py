@@ -9,6 +9,7 @@ from redis import BlockingConnectionPool, Redis
 from rq import Queue
 from rq.serializers import JSONSerializer
 
+from studychat.chat.answer_stream import UPDATES_META
 from studychat.settings import Settings
 
 QUEUE_NAME = "chat"
@@ -69,11 +70,14 @@ def enqueue_chat(
     stream: bool = False,
     session: dict[str, Any] | None = None,
     received_at: str | None = None,
+    updates_channel: str | None = None,
 ) -> str:
     """Put one chat turn on the queue (as `job_id` when given) and return its job id.
 
     `session` is a study session's turn (SessionTurn kwargs); legacy turns have none.
     `received_at` is when the web received the message (UTC ISO 8601).
+    `updates_channel` is where the worker announces the job's writes (the queuing web
+    process's: web/job_updates.py); without it, on answer_stream.UPDATES_CHANNEL.
     """
     kwargs: dict[str, Any] = {"messages": messages, "participant_id": participant_id}
     if received_at:
@@ -92,6 +96,7 @@ def enqueue_chat(
             job_timeout=job_timeout(settings),
             result_ttl=settings.RESULT_TTL_S,
             failure_ttl=settings.RESULT_TTL_S,
+            meta={UPDATES_META: updates_channel} if updates_channel else None,
             pipeline=pipeline,
         )
         pipeline.execute()

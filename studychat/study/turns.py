@@ -67,6 +67,8 @@ class Turn:
     queue: Queue
     settings: Settings
     study: Study
+    # Where the worker announces the turn's writes (enqueue_chat's updates_channel).
+    updates_channel: str | None = None
 
 
 def model_messages(
@@ -164,6 +166,7 @@ def _admit_and_enqueue(
         stream,
         job_turn.to_kwargs(),
         received_at,
+        turn.updates_channel,
     )
 
 

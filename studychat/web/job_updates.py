@@ -4,10 +4,17 @@ A long poll (/check_response with "wait") used to look at its job's end marker, 
 open stream (GET /stream) at its job's deltas, every 0.2 s: five Redis commands a second
 per waiting request, 9 % of the web's CPU in the benchmark's long-poll load
 (docs/benchmark.md), and load on a Redis that some hosted plans bill per command. Now
-the worker publishes a job's id on one channel whenever it writes deltas or the outcome
-(answer_stream.UPDATES_CHANNEL), and each web process holds one subscription to it, on
-a thread of its own: a waiting request looks once, then sleeps until its job's next
-message or its deadline.
+the worker publishes a job's id whenever it writes deltas or the outcome, and each web
+process holds one subscription, on a thread of its own: a waiting request looks once,
+then sleeps until its job's next message or its deadline.
+
+The worker publishes on the channel of the web process that queued the job (its
+`channel`, carried in the job's meta: answer_stream.updates_channel), so that a process
+hears of its own jobs only: hearing every answer of the service cost each process about
+a tenth of its CPU. A process whose long polls and streams are mostly for jobs queued
+elsewhere (a router that spreads requests) subscribes to every process's channel
+instead, by pattern (returning_requests.py). A waiting request for a job it does not
+hear of looks every 0.2 s, as when nobody listens.
 
 A message can be lost only while the subscription is down. So a request relies on
 messages only while the subscription is known to be up; otherwise it looks every
@@ -31,7 +38,7 @@ answers that is three or four polls per answer, each a script of three Redis com
 that ask Redis nothing. Past that while a poll looks as before, so that an outcome
 written without a message (a job cancelled with RQ's tools) is not hidden for longer
 than a long poll's wait would hide it. Short polls start the subscription only where
-they mostly come back to the process that queued their job (returning_polls.py); the
+they mostly come back to the process that queued their job (returning_requests.py); the
 first long poll or stream starts it regardless.
 """
 
@@ -40,6 +47,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
@@ -49,9 +57,14 @@ from redis.client import PubSub
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from studychat import outage_watch
-from studychat.chat.answer_stream import POLL_EVERY_S, UPDATES_CHANNEL
+from studychat.chat.answer_stream import ALL_UPDATES, POLL_EVERY_S, UPDATES_CHANNEL
 from studychat.outage_watch import REDIS_UNAVAILABLE, Backoff
-from studychat.web.returning_polls import ReturningPolls
+from studychat.web.returning_requests import (
+    SAMPLE_POLLS,
+    SAMPLE_WAITS,
+    QueuedHere,
+    ReturningShare,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -84,19 +97,26 @@ class JobUpdates:
         ping_every_s: float = PING_EVERY_S,
         silence_limit_s: float = SILENCE_LIMIT_S,
         trusted_for_s: float = UNHEARD_TRUSTED_S,
-        returning: ReturningPolls | None = None,
+        returning_polls: ReturningShare | None = None,
+        returning_waits: ReturningShare | None = None,
     ) -> None:
         self.connection = connection
         self.ping_every_s = ping_every_s
         self.silence_limit_s = silence_limit_s
         self.trusted_for_s = trusted_for_s
-        self._returning = returning or ReturningPolls()
+        # Where the worker announces the jobs this process queues (enqueue_chat).
+        self.channel = f"{UPDATES_CHANNEL}:{uuid.uuid4().hex}"
+        self._returning_polls = returning_polls or ReturningShare(SAMPLE_POLLS)
+        self._returning_waits = returning_waits or ReturningShare(SAMPLE_WAITS)
         self._lock = threading.Lock()
         self._waiting: dict[str, set[threading.Event]] = {}
+        self._queued_here = QueuedHere()
         # Jobs queued here while listening and not heard of since, oldest first: when
         # each was noted (time.monotonic()).
         self._unheard: dict[str, float] = {}
-        self._listening = False
+        self._listening = False  # the jobs queued here are heard of
+        self._hearing_all = False  # every job is heard of
+        self._wants_all = False
         self._thread: threading.Thread | None = None
         self._closed = threading.Event()
 
@@ -107,8 +127,14 @@ class JobUpdates:
 
     @property
     def listening(self) -> bool:
-        """Whether the subscription is up, so that waiting requests rely on its messages."""
+        """Whether the subscription is up, so that requests waiting on jobs queued here
+        rely on its messages."""
         return self._listening
+
+    @property
+    def hearing_all(self) -> bool:
+        """Whether the subscription is up and hears of every job, wherever it was queued."""
+        return self._hearing_all
 
     def waiting(self) -> int:
         """How many requests are waiting now."""
@@ -118,8 +144,8 @@ class JobUpdates:
     def wait_for(self, job_id: str, seconds: float, look: Callable[[], T]) -> T:
         """Call `look` until it gives something, for up to `seconds`; what it gave last.
 
-        It is called again when the worker has written to the job (or, while nobody
-        listens, every 0.2 s): `look` reads what the request waits for.
+        It is called again when the worker has written to the job (or, while its messages
+        are not heard here, every 0.2 s): `look` reads what the request waits for.
         """
         if seconds <= 0:
             return look()
@@ -127,22 +153,21 @@ class JobUpdates:
         with self.watching(job_id) as woken:
             if self._unheard_of(job_id):
                 # Nothing written to it since it was queued: no look to make yet.
-                self.sleep(woken, seconds)
+                self.sleep(job_id, woken, seconds)
             while True:
                 woken.clear()  # before the look: what comes during it wakes the next sleep
                 seen = look()
                 remaining = deadline - time.monotonic()
                 if seen or remaining <= 0:
                     return seen
-                self.sleep(woken, remaining)
+                self.sleep(job_id, woken, remaining)
 
     def note_queued(self, job_id: str) -> None:
         """Note a job this process is about to queue (before it is queued: its first
         message may come at once), so that its long polls can skip their first look.
         """
         with self._lock:
-            if self._thread is None:  # only short polls that start it need to know
-                self._returning.queued(job_id)
+            self._queued_here.add(job_id)
             if not self._listening:
                 return
             self._unheard[job_id] = time.monotonic()
@@ -159,18 +184,27 @@ class JobUpdates:
 
         Then it has no outcome to read: a poll can say "processing" without a look.
         Asked for every short poll, it starts the subscription once they mostly come
-        back to this process (returning_polls.py).
+        back to this process (returning_requests.py).
         """
         with self._lock:
             noted = self._unheard.get(job_id) if self._listening else None
-            worth_listening = self._thread is None and self._returning.polled(job_id)
+            worth_listening = (
+                self._thread is None
+                and self._returning_polls.count(job_id in self._queued_here) is True
+            )
         if worth_listening:
             self._start_once()
         return noted is not None and time.monotonic() - noted < self.trusted_for_s
 
-    def sleep(self, woken: threading.Event, seconds: float) -> None:
-        """Sleep until `woken` is set or `seconds` pass; only 0.2 s while nobody listens."""
-        woken.wait(seconds if self._listening else min(POLL_EVERY_S, seconds))
+    def sleep(self, job_id: str, woken: threading.Event, seconds: float) -> None:
+        """Sleep until `woken` is set or `seconds` pass; only 0.2 s while the job's
+        messages are not heard here."""
+        woken.wait(seconds if self._hears_of(job_id) else min(POLL_EVERY_S, seconds))
+
+    def _hears_of(self, job_id: str) -> bool:
+        """Whether a message about the job would be heard here now."""
+        with self._lock:
+            return self._hearing_all or (self._listening and job_id in self._queued_here)
 
     @contextmanager
     def watching(self, job_id: str) -> Iterator[threading.Event]:
@@ -182,6 +216,7 @@ class JobUpdates:
         self._start_once()
         woken = threading.Event()
         with self._lock:
+            self._count_wait(job_id)
             self._waiting.setdefault(job_id, set()).add(woken)
         try:
             yield woken
@@ -191,6 +226,12 @@ class JobUpdates:
                 events.discard(woken)
                 if not events:
                     self._waiting.pop(job_id, None)
+
+    def _count_wait(self, job_id: str) -> None:
+        """Count a wait; once they are mostly for jobs queued elsewhere, ask to hear all."""
+        if not self._wants_all:
+            came_back = self._returning_waits.count(job_id in self._queued_here)
+            self._wants_all = came_back is False
 
     def _start_once(self) -> None:
         """Start listening on first use, in the process that serves (after gunicorn forks)."""
@@ -207,7 +248,6 @@ class JobUpdates:
         while not self._closed.is_set():
             pubsub = self.connection.pubsub()
             try:
-                pubsub.subscribe(UPDATES_CHANNEL)
                 self._read_messages(pubsub, backoff)
             except Exception as error:
                 if self._closed.is_set():
@@ -218,28 +258,53 @@ class JobUpdates:
                 pubsub.close()
 
     def _read_messages(self, pubsub: PubSub, backoff: Backoff) -> None:
+        asked_all = self._subscribe(pubsub)
         heard = pinged = time.monotonic()
         while not self._closed.is_set():
             message = pubsub.get_message(timeout=min(LISTEN_TIMEOUT_S, self.ping_every_s))
             now = time.monotonic()
             if message is not None:
                 heard = now
-                self._handle(message, backoff)
+                self._handle(message, pubsub, backoff)
             elif now - heard > self.silence_limit_s:
                 raise RedisConnectionError("no sign of life on the job updates subscription")
             elif now - pinged >= self.ping_every_s:
                 pubsub.ping(ALIVE)  # its pong is a message like any other
                 pinged = now
+            if self._wants_all and not asked_all:
+                pubsub.psubscribe(ALL_UPDATES)
+                asked_all = True
 
-    def _handle(self, message: dict, backoff: Backoff) -> None:
+    def _subscribe(self, pubsub: PubSub) -> bool:
+        """Subscribe to this process's jobs, or to all; whether to all."""
+        if self._wants_all:
+            pubsub.psubscribe(ALL_UPDATES)
+            return True
+        # The shared channel too: a worker of an older release announces every job there.
+        pubsub.subscribe(self.channel, UPDATES_CHANNEL)
+        return False
+
+    def _handle(self, message: dict, pubsub: PubSub, backoff: Backoff) -> None:
         """A message of the subscription: (re)subscribed, or a job was written to."""
-        if message["type"] == "subscribe":
-            backoff.reset()
-            outage_watch.REDIS.succeeded()
-            self._listening = True
-            self._wake_all()  # what came while nobody listened is looked at again
-        elif message["type"] == "message":
+        kind = message["type"]
+        if kind in ("message", "pmessage"):
             self._wake(message["data"].decode())
+        elif kind == "subscribe" and message["channel"] == self.channel.encode():
+            self._relying(backoff, hearing_all=False)
+        elif kind == "psubscribe":
+            self._relying(backoff, hearing_all=True)
+            # The pattern covers them: each message is heard once (a channel not
+            # subscribed to on this connection is simply not there to drop).
+            pubsub.unsubscribe(self.channel, UPDATES_CHANNEL)
+
+    def _relying(self, backoff: Backoff, hearing_all: bool) -> None:
+        """Rely on the messages from now on; what came before is looked at again."""
+        backoff.reset()
+        outage_watch.REDIS.succeeded()
+        with self._lock:
+            self._listening = True
+            self._hearing_all = hearing_all
+        self._wake_all()
 
     def _stop_relying(self, error: Exception) -> None:
         """Waiting requests look for themselves until the subscription is back."""
@@ -253,7 +318,7 @@ class JobUpdates:
     def _forget_all(self) -> None:
         """Stop relying on messages: what was published meanwhile may be lost."""
         with self._lock:
-            self._listening = False
+            self._listening = self._hearing_all = False
             self._unheard.clear()
 
     def _wake(self, job_id: str) -> None:

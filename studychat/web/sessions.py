@@ -53,4 +53,5 @@ def open_session_of(token: str) -> dict[str, Any]:
 def turn_context() -> Turn:
     """The clients, settings and study a session turn needs."""
     made = services()
-    return Turn(made.db, made.redis, made.queue, made.settings, configured_study())
+    study = configured_study()
+    return Turn(made.db, made.redis, made.queue, made.settings, study, made.job_updates.channel)

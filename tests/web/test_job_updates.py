@@ -6,15 +6,21 @@ import threading
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import pytest
 from redis import Redis
 
 from studychat import outage_watch
-from studychat.chat.answer_stream import UPDATES_CHANNEL, deltas_key, mark_ended, read_deltas
+from studychat.chat.answer_stream import (
+    UPDATES_CHANNEL,
+    deltas_key,
+    mark_ended,
+    read_deltas,
+)
 from studychat.chat.outcomes import outcome_key
 from studychat.web.job_updates import JobUpdates
-from studychat.web.returning_polls import ReturningPolls
+from studychat.web.returning_requests import ReturningShare
 from studychat.web.services import services
 from tests.support.polling import wait_for
 from tests.support.redis_monitor import commands_on
@@ -62,14 +68,26 @@ def ends_within(updates: JobUpdates, job_id: str, seconds: float) -> bool:
     return result == [True]
 
 
-def end_job(connection: Redis, job_id: str) -> None:
+def end_job(connection: Redis, job_id: str, channel: str = UPDATES_CHANNEL) -> None:
     """What the worker does once a job's outcome is stored: the end marker and its message."""
     with connection.pipeline() as pipeline:
-        mark_ended(pipeline, job_id, streamed=True)
+        mark_ended(pipeline, job_id, streamed=True, channel=channel)
         pipeline.execute()
 
 
-def listening(connection: Redis, **options: float) -> JobUpdates:
+def looks_in_a_wait(updates: JobUpdates, job_id: str, seconds: float) -> int:
+    """How many times a wait of `seconds` for a job that does not end looks at it."""
+    looks: list[bool] = []
+    assert updates.wait_for(job_id, seconds, lambda: looks.append(False) or False) is False
+    return len(looks)
+
+
+def subscribers(connection: Redis, channel: str) -> int:
+    """How many clients subscribe to `channel` by its name (PUBSUB NUMSUB)."""
+    return connection.pubsub_numsub(channel)[0][1]
+
+
+def listening(connection: Redis, **options: Any) -> JobUpdates:
     updates = JobUpdates(connection, **options)
     updates.wait_for("warm-up", 0.01, lambda: False)  # the first wait starts the subscription
     wait_for(lambda: updates.listening)
@@ -195,7 +213,7 @@ def test_a_job_queued_before_the_subscription_was_lost_is_looked_at_first(connec
 
 
 def test_short_polls_that_come_back_to_their_process_start_the_subscription(connection):
-    updates = JobUpdates(connection, returning=ReturningPolls(sample=10))
+    updates = JobUpdates(connection, returning_polls=ReturningShare(sample=10))
     jobs = [str(uuid.uuid4()) for _ in range(10)]
     for job_id in jobs:
         updates.note_queued(job_id)
@@ -206,7 +224,7 @@ def test_short_polls_that_come_back_to_their_process_start_the_subscription(conn
 
 
 def test_short_polls_of_jobs_queued_elsewhere_leave_it_unstarted(connection):
-    updates = JobUpdates(connection, returning=ReturningPolls(sample=10))
+    updates = JobUpdates(connection, returning_polls=ReturningShare(sample=10))
     mine = str(uuid.uuid4())
     updates.note_queued(mine)
     # Half come back (two processes behind a router): not worth a message per answer.
@@ -235,6 +253,76 @@ def test_a_job_unheard_of_is_taken_for_pending_only_for_a_while(connection):
     assert updates.surely_pending(job_id)
     # An outcome nobody announced (a job cancelled with RQ's tools) shows after that while.
     wait_for(lambda: not updates.surely_pending(job_id), timeout=5)
+    updates.close()
+
+
+def test_the_worker_announces_a_job_to_the_process_that_queued_it(
+    own_app, slow_model_client, connection
+):
+    client = slow_model_client
+    with commands_on(connection, "PUBLISH") as commands:
+        job_id = client.post("/chat", json=CHAT).get_json()["jobId"]
+        long_poll_looks(client, connection, job_id)
+    published = [command.replace('"', "").split() for command in commands]
+    to = [
+        channel for name, channel, job in published if name.upper() == "PUBLISH" and job == job_id
+    ]
+    assert to == [services(own_app).job_updates.channel]
+
+
+def test_each_process_hears_of_the_jobs_it_queued_only(connection):
+    one, other = listening(connection), listening(connection)
+    assert one.channel != other.channel
+    job_id = str(uuid.uuid4())
+    one.note_queued(job_id)
+    end_job(connection, job_id, one.channel)
+    wait_for(lambda: not one.surely_pending(job_id))
+    # Each message goes to one process: with two, each used to hear every answer.
+    assert subscribers(connection, one.channel) == 1
+    assert subscribers(connection, other.channel) == 1
+    assert connection.pubsub_numpat() == 0
+    one.close()
+    other.close()
+
+
+def test_a_wait_relies_on_messages_only_for_jobs_it_hears_of(connection):
+    updates = listening(connection)
+    mine = str(uuid.uuid4())
+    updates.note_queued(mine)
+    with connection.pipeline() as pipeline:  # a delta: written to, and still going
+        pipeline.publish(updates.channel, mine)
+        pipeline.execute()
+    wait_for(lambda: not updates.surely_pending(mine))
+    # It looks when the wait begins and when it runs out, and sleeps in between...
+    assert looks_in_a_wait(updates, mine, 0.6) == 2
+    # ...but a job queued elsewhere is announced to another process: it looks every 0.2 s.
+    assert looks_in_a_wait(updates, str(uuid.uuid4()), 0.6) >= 3
+    updates.close()
+
+
+def test_waits_mostly_for_jobs_queued_elsewhere_make_it_hear_of_every_job(connection):
+    updates = listening(connection, returning_waits=ReturningShare(sample=4))
+    for _ in range(4):
+        updates.wait_for(str(uuid.uuid4()), 0.01, lambda: False)
+    wait_for(lambda: updates.hearing_all)
+    assert connection.pubsub_numpat() == 1
+    assert subscribers(connection, updates.channel) == 0  # each message heard once
+    elsewhere = str(uuid.uuid4())
+    assert looks_in_a_wait(updates, elsewhere, 0.6) == 2  # when it begins and runs out
+    with waiting_in_background(updates, elsewhere, 30) as result:
+        end_job(connection, elsewhere, f"{UPDATES_CHANNEL}:another-process")
+    assert result == [True]
+    updates.close()
+
+
+def test_a_process_hearing_every_job_does_so_again_after_losing_its_subscription(connection):
+    updates = listening(connection, returning_waits=ReturningShare(sample=1))
+    updates.wait_for(str(uuid.uuid4()), 0.01, lambda: False)
+    wait_for(lambda: updates.hearing_all)
+    connection.client_kill_filter(_type="pubsub")
+    wait_for(lambda: not updates.hearing_all)
+    wait_for(lambda: updates.hearing_all)
+    assert connection.pubsub_numpat() == 1
     updates.close()
 
 

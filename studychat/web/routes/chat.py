@@ -85,6 +85,7 @@ def chat():
         job_id=job_id,
         stream=body.stream,
         received_at=received_at,
+        updates_channel=made.job_updates.channel,
     )
     return jsonify(jobId=job_id), 202
 

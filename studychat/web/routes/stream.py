@@ -119,7 +119,7 @@ def relay(connection: Redis, updates: JobUpdates, job_id: str, after: str) -> It
             elif time.monotonic() - quiet_since >= KEEPALIVE_S:
                 yield ": waiting for the model\n\n"
                 quiet_since = time.monotonic()
-            updates.sleep(woken, KEEPALIVE_S - (time.monotonic() - quiet_since))
+            updates.sleep(job_id, woken, KEEPALIVE_S - (time.monotonic() - quiet_since))
 
 
 def look(

@@ -14,8 +14,9 @@ import yaml
 
 from studychat.factory import create_app
 from studychat.store.database import DATA_COLLECTION, SESSIONS_COLLECTION
-from studychat.web.services import close_services
+from studychat.web.services import close_services, services
 from tests.support.polling import poll_answer, wait_for
+from tests.support.redis_monitor import commands_on
 from tests.support.upstream import control, upstream_requests
 
 pytestmark = pytest.mark.usefixtures("worker")
@@ -287,6 +288,20 @@ def test_with_legacy_api_off_legacy_bodies_are_410_and_sessions_work(
     assert client.post("/save", json=record).status_code == 410
     token = start(client, participant_id).get_json()["sessionToken"]
     assert answered(client, token, "still works")
+
+
+def test_a_turns_answer_is_announced_to_the_process_that_queued_it(make_study_app, participant_id):
+    app = make_study_app()
+    client = app.test_client()
+    token = start(client, participant_id).get_json()["sessionToken"]
+    with commands_on(services(app).redis, "PUBLISH") as commands:
+        job_id = say(client, token, "hello").get_json()["jobId"]
+        assert poll_answer(client, job_id).status_code == 200
+    published = [command.replace('"', "").split() for command in commands]
+    to = [
+        channel for name, channel, job in published if name.upper() == "PUBLISH" and job == job_id
+    ]
+    assert to == [services(app).job_updates.channel]
 
 
 def test_answers_reach_the_conversation_without_a_poll(make_study_app, participant_id, db):
