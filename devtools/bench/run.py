@@ -226,15 +226,15 @@ def one_run(
         pids = {"web": web.pid, "worker": worker_pids, **stack.shared_pids()}
         first = workers[0].pid
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, first):
-            before, commands_before = own_cpu_s(), stack.redis_commands()
-            calls_before = stack.redis_command_calls()
+            before = own_cpu_s()
+            commands_before, calls_before = stack.redis_commands()
             mongo_before = stack.mongo_operations()
             memory_before = stack.redis_memory_bytes()
             with generator_priority():
                 result = simulate(web.url, plan)
             sampler.usage.cpu_s["bench"] = own_cpu_s() - before
-            commands = stack.redis_commands() - commands_before
-            calls = stack.redis_command_calls() - calls_before
+            commands_after, calls_after = stack.redis_commands()
+            commands, calls = commands_after - commands_before, calls_after - calls_before
             mongo_ops = stack.mongo_operations() - mongo_before
             memory = stack.redis_memory_bytes() - memory_before
         upstream = stack.upstream_call("/_stats")

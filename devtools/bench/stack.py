@@ -341,9 +341,22 @@ class BenchStack:
         with urllib.request.urlopen(request, timeout=5) as answer:
             return json.loads(answer.read() or b"{}")
 
-    def redis_commands(self) -> int:
-        """Commands Redis has run so far: what round trips cost it, whatever the machine's speed."""
-        return int(self.redis_info("stats")["total_commands_processed"])
+    def redis_commands(self) -> tuple[int, Counter[str]]:
+        """Commands Redis has run so far, in all and by name, those inside transactions and
+        scripts too: what round trips cost it, whatever the machine's speed.
+
+        Both come from one INFO, so that they count the very same commands: read apart,
+        the commands a worker runs between the two reads would be in one and not the other.
+        """
+        info = self.redis_info("all")
+        calls = Counter(
+            {
+                name.removeprefix("cmdstat_"): int(figures["calls"])
+                for name, figures in info.items()
+                if name.startswith("cmdstat_")
+            }
+        )
+        return int(info["total_commands_processed"]), calls
 
     def mongo_operations(self) -> Counter[str]:
         """MongoDB's data operations so far, by kind (serverStatus opcounters): what each
@@ -357,16 +370,6 @@ class BenchStack:
     def redis_memory_bytes(self) -> int:
         """Memory Redis holds for its data now (`used_memory`)."""
         return int(self.redis_info("memory")["used_memory"])
-
-    def redis_command_calls(self) -> Counter[str]:
-        """Calls of each Redis command so far, those inside transactions and scripts too."""
-        stats = self.redis_info("commandstats")
-        return Counter(
-            {
-                name.removeprefix("cmdstat_"): int(figures["calls"])
-                for name, figures in stats.items()
-            }
-        )
 
     def redis_info(self, section: str) -> dict[str, Any]:
         """One section of Redis's INFO, on a connection of its own."""
