@@ -41,7 +41,7 @@ from studychat.web.job_updates import JobUpdates
 from studychat.web.polls import poll_outcome
 from studychat.web.request_ids import HEADER as REQUEST_ID_HEADER
 from studychat.web.request_ids import request_id_from
-from studychat.web.request_metrics import LATENCY, REQUESTS, UNCOUNTED
+from studychat.web.request_metrics import UNCOUNTED, count_request
 from studychat.web.schemas import CheckResponseRequest
 
 PATH = "/check_response"
@@ -205,8 +205,7 @@ class LeanPolls:
         if body == self.processing:
             mark_pending_poll(environ)
         start_response(status, headers)
-        REQUESTS.labels("POST", PATH, status.partition(" ")[0]).inc()
-        LATENCY.labels("POST", PATH).observe(time.perf_counter() - started)
+        count_request("POST", PATH, status.partition(" ")[0], time.perf_counter() - started)
         return [body]
 
     def _learn(self, origin: str | None, status: str, headers: Headers) -> None:
