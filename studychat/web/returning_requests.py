@@ -18,8 +18,16 @@ from __future__ import annotations
 # Jobs queued here that a request is recognised by, at most: the most recent ones (at
 # 300 answers a second, a minute's worth; a job is asked about within seconds).
 RECENT_KEPT = 20_000
-# Requests counted before deciding; a sample that decides nothing starts a new one.
-SAMPLE_POLLS = 200
+# Requests a decision rests on; a sample that decides nothing starts a new one. A decision
+# comes as soon as the rest of its sample could not change it: with 50 polls, at the 40th
+# that came back. Until it comes, every short poll asks Redis (each look about 7 % of a
+# web process's CPU per answer at N = 100): with 200 polls a process started at N = 100 took
+# about 4 s to subscribe, and the polls of the jobs queued until then asked Redis until
+# those were answered. Behind a router spreading requests over two processes (half come
+# back), 40 of 50 happen by chance once in about 80,000 samples (hours of polls at a
+# hundred a second), and a subscription started so costs about what it saves
+# (docs/benchmark.md, "Sixteenth round").
+SAMPLE_POLLS = 50
 SAMPLE_WAITS = 50
 # The share of a sample's requests that must be for jobs queued here.
 SHARE_COMING_BACK = 0.8
@@ -52,11 +60,20 @@ class ReturningShare:
         self._returning = 0
 
     def count(self, returning: bool) -> bool | None:
-        """Count a request; at the end of a sample, whether most came back here; else None."""
+        """Count a request; once the sample's share is certain, whether most came back
+        here (and a new sample starts); else None.
+
+        Certain once enough came back that the rest of the sample could not bring the
+        share below `share`, or so few that the rest could not bring it up to it.
+        """
         self._requests += 1
         self._returning += returning
-        if self._requests < self.sample:
+        needed = self.share * self.sample
+        if self._returning >= needed:
+            mostly = True
+        elif self._returning + self.sample - self._requests < needed:
+            mostly = False
+        else:
             return None
-        mostly = self._returning >= self.share * self._requests
         self._requests = self._returning = 0
         return mostly
