@@ -18,15 +18,15 @@ from __future__ import annotations
 # Jobs queued here that a request is recognised by, at most: the most recent ones (at
 # 300 answers a second, a minute's worth; a job is asked about within seconds).
 RECENT_KEPT = 20_000
-# Requests a decision rests on; a sample that decides nothing starts a new one. A decision
-# comes as soon as the rest of its sample could not change it: with 50 polls, at the 40th
-# that came back. Until it comes, every short poll asks Redis (each look about 7 % of a
-# web process's CPU per answer at N = 100): with 200 polls a process started at N = 100 took
-# about 4 s to subscribe, and the polls of the jobs queued until then asked Redis until
-# those were answered. Behind a router spreading requests over two processes (half come
-# back), 40 of 50 happen by chance once in about 80,000 samples (hours of polls at a
-# hundred a second), and a subscription started so costs about what it saves
-# (docs/benchmark.md, "Sixteenth round").
+# Requests a decision rests on; after a sample that did not mostly come back, a new one
+# starts. A sample decides as soon as its rest could not change the outcome: with 50
+# polls, at the 40th that came back, or at the 11th that did not. Until the subscription
+# starts, every short poll asks Redis, a round trip under gevent: with samples of 200 a
+# process at N = 100 subscribed about 3 s after its first poll, and the jobs queued until
+# then were asked about on every poll until answered. Behind a router spreading requests
+# over two processes (half come back), 40 of 50 happen by chance once in about 80,000
+# samples (hours of polls at a hundred a second), and a subscription started so costs
+# about what it saves (docs/benchmark.md, "Sixteenth round").
 SAMPLE_POLLS = 50
 SAMPLE_WAITS = 50
 # The share of a sample's requests that must be for jobs queued here.
