@@ -35,6 +35,7 @@ from devtools.bench.chart import draw_chart
 from devtools.bench.load_client import LoadPlan, LoadResult, simulate
 from devtools.bench.machine_speed import reference_ms
 from devtools.bench.profile import Profiler
+from devtools.bench.repeats import fold_repeats, repeats_line
 from devtools.bench.report import (
     common_window,
     cpu_between,
@@ -45,7 +46,14 @@ from devtools.bench.report import (
     speedups,
     summarise,
 )
-from devtools.bench.scenarios import DEFAULT_SCENARIOS, SCENARIOS, Scenario, goals
+from devtools.bench.scenarios import (
+    CPU_GOAL_N,
+    CPU_GOAL_RUNS,
+    DEFAULT_SCENARIOS,
+    SCENARIOS,
+    Scenario,
+    goals,
+)
 from devtools.bench.stack import (
     BenchStack,
     Usage,
@@ -91,6 +99,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"load shapes, of {DEFAULT_SCENARIOS} (stock runs the spread one only)",
     )
     add("--turns", type=int, default=5, help="chat turns per participant (spread load)")
+    add(
+        "--cpu-runs",
+        type=int,
+        default=CPU_GOAL_RUNS,
+        metavar="K",
+        help=f"runs of the spread load at N={CPU_GOAL_N}; the median one is reported and"
+        " held to the CPU goal",
+    )
     add("--latency", type=float, default=2.0, help="upstream seconds per answer")
     add("--jitter", type=float, default=0.25, help="upstream latency varies by +/- this")
     add("--poll", type=float, default=0.5, help="seconds between /check_response polls")
@@ -156,8 +172,15 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, Scenario, int]]:
             if kind == "stock" and shape.name != "spread":
                 continue  # one job at a time: the other loads would only hit the time limit
             counts = args.stock_participants if kind == "stock" else args.participants
-            runs.extend((kind, shape, n) for n in shape.participants or counts)
+            for n in shape.participants or counts:
+                runs.extend([(kind, shape, n)] * times_run(args, kind, shape, n))
     return runs
+
+
+def times_run(args: argparse.Namespace, kind: str, shape: Scenario, participants: int) -> int:
+    """How many times one load runs: the CPU goal's --cpu-runs times, any other once."""
+    held_to_cpu_goal = (kind, shape.name, participants) == ("concurrent", "spread", CPU_GOAL_N)
+    return max(1, args.cpu_runs) if held_to_cpu_goal else 1
 
 
 def _names(text: str, known: set[str], what: str) -> list[str]:
@@ -195,8 +218,14 @@ def start_window(args: argparse.Namespace, shape: Scenario = SCENARIOS["spread"]
     return args.latency + args.poll
 
 
-def make_plan(args: argparse.Namespace, kind: str, shape: Scenario, participants: int) -> LoadPlan:
-    """What the participants of one run do, and when the run is cut off."""
+def make_plan(
+    args: argparse.Namespace, kind: str, shape: Scenario, participants: int, attempt: int = 1
+) -> LoadPlan:
+    """What the participants of one run do, and when the run is cut off.
+
+    A load's second and later runs get run ids (and so participant ids) of their own.
+    """
+    run_id = f"{kind}-{shape.name}-{participants}" + (f"-{attempt}" if attempt > 1 else "")
     limit = args.stock_time_limit if kind == "stock" else args.time_limit
     return LoadPlan(
         participants=participants,
@@ -205,17 +234,22 @@ def make_plan(args: argparse.Namespace, kind: str, shape: Scenario, participants
         stagger_s=start_window(args, shape),
         request_timeout_s=min(30.0, limit),
         deadline_s=limit,
-        run_id=f"{kind}-{shape.name}-{participants}",
+        run_id=run_id,
         wait_s=shape.wait_s if shape.wait_s is not None else args.wait,
         sessions=args.sessions,
     )
 
 
 def one_run(
-    stack: BenchStack, args: argparse.Namespace, kind: str, shape: Scenario, participants: int
+    stack: BenchStack,
+    args: argparse.Namespace,
+    kind: str,
+    shape: Scenario,
+    participants: int,
+    attempt: int = 1,
 ) -> dict[str, Any]:
     """Start web and worker, let `participants` chat, return every figure of the run."""
-    plan = make_plan(args, kind, shape, participants)
+    plan = make_plan(args, kind, shape, participants, attempt)
     busy_before = wait_until_quiet(args.wait_quiet) if args.wait_quiet else None
     load_before = os.getloadavg()[0]
     speed_before = reference_ms()
@@ -397,6 +431,10 @@ def summary_markdown(report: Mapping[str, Any]) -> str:
     for n, ratio in sorted(report["speedups"].items()):
         lines.append(f"- N={n}: the concurrent worker answers {ratio:.0f}x as fast as stock RQ.")
     for row in rows:
+        line = repeats_line(f"{scenario_label(row)} N={row['participants']}", row)
+        if line:
+            lines.append(line)
+    for row in rows:
         if row["targets"]:
             met = ", ".join(
                 f"{name}: {'met' if ok else 'MISSED'}" for name, ok in row["targets"].items()
@@ -421,11 +459,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     runs = plan_runs(args)
     # A fresh folder per benchmark: nothing of an earlier one is overwritten or deleted.
     args.logs = args.logs / time.strftime("%Y%m%d-%H%M%S")
-    rows = []
+    rows: list[dict[str, Any]] = []
+    attempts: Counter[tuple[str, str, int]] = Counter()
     with BenchStack(args.logs, args.latency, args.jitter, args.rate_limits) as stack:
         for kind, shape, participants in runs:
-            rows.append(one_run(stack, args, kind, shape, participants))
+            attempts[kind, shape.name, participants] += 1
+            attempt = attempts[kind, shape.name, participants]
+            rows.append(one_run(stack, args, kind, shape, participants, attempt))
             print_run(rows[-1])
+    rows = fold_repeats(rows)
     report = {
         "command": command_line(argv),
         "environment": environment(),

@@ -23,6 +23,10 @@ BURST_WINDOW_S = 0.1
 # upstream stand in for browsers and OpenAI).
 SERVER_PROCESSES = ("web", "worker", "redis", "mongo")
 CPU_GOAL_MS = 8.0
+# The load the CPU goal is held to (issue 14's first row), and how many times `make bench`
+# runs it: its figure moves by a third between runs of the same code (repeats.py).
+CPU_GOAL_N = 100
+CPU_GOAL_RUNS = 5
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,18 @@ def goals(row: Mapping[str, Any]) -> dict[str, bool]:
     return checks
 
 
+def cpu_goal(row: Mapping[str, Any]) -> dict[str, bool]:
+    """Server CPU per answer at most CPU_GOAL_MS; of the median run when the load repeated."""
+    cpu = server_cpu_ms(row)
+    runs = len(row.get("repeats") or ())
+    of = f" (median of {runs} runs)" if runs > 1 else ""
+    return {f"server CPU <= {CPU_GOAL_MS:g} ms/answer{of}": cpu is not None and cpu <= CPU_GOAL_MS}
+
+
 def _goals_of(scenario: str, n: int, row: Mapping[str, Any]) -> dict[str, bool]:
     ratio = row["ratio_to_ideal"]
-    if scenario == "spread" and n == 100:
-        cpu = server_cpu_ms(row)
-        return {f"server CPU <= {CPU_GOAL_MS:g} ms/answer": cpu is not None and cpu <= CPU_GOAL_MS}
+    if scenario == "spread" and n == CPU_GOAL_N:
+        return cpu_goal(row)
     if scenario == "spread" and n == 200:
         p99 = row.get("p99_s")
         latest = row["latency_s"] + 1
