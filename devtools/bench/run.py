@@ -81,6 +81,14 @@ def parse_counts(text: str) -> list[int]:
     return counts
 
 
+def parse_runs(text: str) -> int:
+    """'5' -> 5: how many times a load runs, at least once."""
+    runs = int(text)
+    if runs < 1:
+        raise argparse.ArgumentTypeError("give how many runs, 1 or more")
+    return runs
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """The command line."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -101,7 +109,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     add("--turns", type=int, default=5, help="chat turns per participant (spread load)")
     add(
         "--cpu-runs",
-        type=int,
+        type=parse_runs,
         default=CPU_GOAL_RUNS,
         metavar="K",
         help=f"runs of the spread load at N={CPU_GOAL_N}; the median one is reported and"
@@ -180,7 +188,7 @@ def plan_runs(args: argparse.Namespace) -> list[tuple[str, Scenario, int]]:
 def times_run(args: argparse.Namespace, kind: str, shape: Scenario, participants: int) -> int:
     """How many times one load runs: the CPU goal's --cpu-runs times, any other once."""
     held_to_cpu_goal = (kind, shape.name, participants) == ("concurrent", "spread", CPU_GOAL_N)
-    return max(1, args.cpu_runs) if held_to_cpu_goal else 1
+    return args.cpu_runs if held_to_cpu_goal else 1
 
 
 def _names(text: str, known: set[str], what: str) -> list[str]:

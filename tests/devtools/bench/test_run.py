@@ -72,6 +72,8 @@ def test_the_cpu_goals_load_runs_as_many_times_as_told_and_each_run_has_its_own_
         ("concurrent", "spread", 50),
         ("concurrent", "spread", 100),
     ]
+    with pytest.raises(SystemExit):
+        parse_args([*argv, "--cpu-runs", "0"])
     args, spread = parse_args(argv), SCENARIOS["spread"]
     ids = [make_plan(args, "concurrent", spread, 100, attempt).run_id for attempt in (1, 2)]
     assert ids == ["concurrent-spread-100", "concurrent-spread-100-2"]
