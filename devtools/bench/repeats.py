@@ -1,11 +1,11 @@
 """A load run several times in one benchmark, reported as its median run.
 
-The server CPU per answer of spread N = 100 moves by a third from run to run of the
-same code on this machine (7.2 to 11.8 ms seen), so a single run's verdict on its goal
-says more about the moment than about the code. `make bench` therefore runs that load
-several times (`--cpu-runs`) and reports the run with the median server CPU, with every
-run's figures beside it. The median is a real run, not an average, so its rate, CPU and
-Redis counts still belong together.
+The server CPU per answer of spread N = 100 moves by a third or more between runs of
+the same code on this machine (7.2 to 10.8 ms in one hour, 8.5 to 11.3 in another), so
+one run's verdict on its goal says more about the moment than about the code. `make
+bench` therefore runs that load several times (`--cpu-runs`) and reports the run with
+the median server CPU, with every run's figures beside it. The median is a real run,
+not an average, so its rate, CPU and Redis counts still belong together.
 """
 
 from __future__ import annotations
