@@ -255,8 +255,8 @@ def cpu_table(rows: Sequence[Mapping[str, Any]]) -> str:
     lines = [
         "| worker | load | N | " + " | ".join(titles) + " | machine busy | others' CPU s "
         "| reference ms | model calls at once (WORKER_CONCURRENCY) | Redis commands per answer "
-        "| MongoDB operations per answer |",
-        "|" + "---|" * (len(titles) + 9),
+        "| Redis reads per answer | MongoDB operations per answer |",
+        "|" + "---|" * (len(titles) + 10),
     ]
     for row in rows:
         per_answer = row.get("cpu_ms_per_answer") or {}
@@ -269,6 +269,7 @@ def cpu_table(rows: Sequence[Mapping[str, Any]]) -> str:
             f"{'-' if busy is None else f'{busy:.0%}'} | {fmt(row.get('others_cpu_s'), 0)} | "
             f"{fmt(row.get('reference_ms'), 0)} | {fmt(row.get('upstream_max_in_flight'))} "
             f"({fmt(row.get('worker_concurrency'))}) | "
-            f"{fmt(row.get('redis_commands_per_answer'), 1)} | {mongo_operations(row)} |"
+            f"{fmt(row.get('redis_commands_per_answer'), 1)} | "
+            f"{fmt(row.get('redis_reads_per_answer'), 1)} | {mongo_operations(row)} |"
         )
     return "\n".join(lines)

@@ -269,14 +269,15 @@ def one_run(
         first = workers[0].pid
         with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, first):
             before = own_cpu_s()
-            commands_before, calls_before = stack.redis_commands()
+            commands_before, calls_before, reads_before = stack.redis_commands()
             mongo_before = stack.mongo_operations()
             memory_before = stack.redis_memory_bytes()
             with generator_priority():
                 result = simulate(web.url, plan)
             sampler.usage.cpu_s["bench"] = own_cpu_s() - before
-            commands_after, calls_after = stack.redis_commands()
+            commands_after, calls_after, reads_after = stack.redis_commands()
             commands, calls = commands_after - commands_before, calls_after - calls_before
+            reads = reads_after - reads_before
             mongo_ops = stack.mongo_operations() - mongo_before
             memory = stack.redis_memory_bytes() - memory_before
         upstream = stack.upstream_call("/_stats")
@@ -288,6 +289,7 @@ def one_run(
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
     row["redis_commands_per_answer"] = commands / row["answers"] if row["answers"] else None
     row["redis_calls_per_answer"] = calls_per_answer(calls, row["answers"])
+    row["redis_reads_per_answer"] = reads / row["answers"] if row["answers"] else None
     row["mongo_ops_per_answer"] = calls_per_answer(mongo_ops, row["answers"])
     # What each answer leaves in Redis for RESULT_TTL_S: what a hosted plan must hold.
     row["redis_kb_per_answer"] = memory / 1024 / row["answers"] if row["answers"] else None
@@ -391,7 +393,8 @@ def print_run(row: Mapping[str, Any]) -> None:
         f"machine {row['machine_cpu_busy']:.0%} busy "
         f"({row['others_cpu_s']:.0f} CPU s not ours), reference loop {row['reference_ms']:.0f} ms; "
         f"CPU ms per answer: {cpu}; Redis commands per answer "
-        f"{row['redis_commands_per_answer'] or 0:.1f}, Redis kB held per answer "
+        f"{row['redis_commands_per_answer'] or 0:.1f} in {row['redis_reads_per_answer'] or 0:.1f} "
+        f"reads, Redis kB held per answer "
         f"{row['redis_kb_per_answer'] or 0:.1f}, MongoDB operations per answer "
         f"{sum(row['mongo_ops_per_answer'].values()):.2f}",
         flush=True,

@@ -341,11 +341,13 @@ class BenchStack:
         with urllib.request.urlopen(request, timeout=5) as answer:
             return json.loads(answer.read() or b"{}")
 
-    def redis_commands(self) -> tuple[int, Counter[str]]:
+    def redis_commands(self) -> tuple[int, Counter[str], int]:
         """Commands Redis has run so far, in all and by name, those inside transactions and
-        scripts too: what round trips cost it, whatever the machine's speed.
+        scripts too: what round trips cost it, whatever the machine's speed. And the times
+        it has read from a client (`total_reads_processed`): about one per round trip, a
+        pipeline or a transaction being one.
 
-        Both come from one INFO, so that they count the very same commands: read apart,
+        All come from one INFO, so that they count the very same commands: read apart,
         the commands a worker runs between the two reads would be in one and not the other.
         """
         info = self.redis_info("all")
@@ -356,7 +358,7 @@ class BenchStack:
                 if name.startswith("cmdstat_")
             }
         )
-        return int(info["total_commands_processed"]), calls
+        return int(info["total_commands_processed"]), calls, int(info["total_reads_processed"])
 
     def mongo_operations(self) -> Counter[str]:
         """MongoDB's data operations so far, by kind (serverStatus opcounters): what each

@@ -135,12 +135,15 @@ def test_cpu_table_shows_ms_per_answer_and_the_machine():
         "upstream_max_in_flight": 180,
         "worker_concurrency": 512,
         "redis_commands_per_answer": 21.37,
+        "redis_reads_per_answer": 6.04,
         "mongo_ops_per_answer": {"update": 1.4, "query": 0.02},
     }
     table = cpu_table([row]).splitlines()
     assert table[0].startswith("| worker | load | N | web ms | worker ms |")
-    assert table[0].endswith("| Redis commands per answer | MongoDB operations per answer |")
-    cells = "8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 512 | 180 (512) | 21.4 | 1.42"
+    assert table[0].endswith(
+        "| Redis commands per answer | Redis reads per answer | MongoDB operations per answer |"
+    )
+    cells = "8.7 | 10.3 | - | - | - | - | 24.3 | 100% | 11 | 512 | 180 (512) | 21.4 | 6.0 | 1.42"
     assert table[2] == f"| concurrent | spread | 200 | {cells} |"
 
 

@@ -30,6 +30,7 @@ ROW_FIELDS = {
     "load_average_before", "targets", "cpu_ms_per_answer", "machine_cpu_busy", "others_cpu_s",
     "machine_busy_before", "reference_ms", "upstream_max_in_flight", "worker_concurrency",
     "window_s", "window_answers", "redis_commands_per_answer", "redis_calls_per_answer",
+    "redis_reads_per_answer",
     "redis_kb_per_answer", "mongo_ops_per_answer", "sessions",
     "worker_processes",
     "cores_needed", "fits_machine", "run_cpu_ms_per_answer", "scenario", "stagger_s", "wait_s",
@@ -118,6 +119,8 @@ def test_tiny_run_reports_every_figure_for_both_workers(tmp_path: Path, capsys):
         by_name = row["redis_calls_per_answer"]
         assert by_name["xadd"] >= 1 and list(by_name.values()) == sorted(by_name.values())[::-1]
         assert sum(by_name.values()) <= row["redis_commands_per_answer"] + 1
+        # Sent in round trips of several commands: the chat's, the worker's, the answer's.
+        assert 3 <= row["redis_reads_per_answer"] < row["redis_commands_per_answer"]
         # Transcripts reach MongoDB during the run (a second at a time: not all of them).
         assert row["mongo_ops_per_answer"]["update"] > 0, row["mongo_ops_per_answer"]
         # The answer, and RQ's job and result, stay in Redis for RESULT_TTL_S.
