@@ -3,8 +3,11 @@
 `python -m devtools.bench --profile` samples every web and worker process with py-spy
 (only threads holding the GIL, i.e. running Python code; without pausing the process)
 while the participants run, keeps py-spy's raw stacks next to the server logs and
-writes the functions that used the most CPU, counted by their own time and with
-everything they call, to `<kind>-<N>-<process>.top.txt`.
+writes to `<kind>-<N>-<process>.top.txt` the shares of the process's Python time by part
+of the work an answer takes (PHASES: the chat, the polls, gunicorn's reading of requests;
+taking, starting and running jobs), by library, and the functions that used the most,
+counted by their own time and with everything they call. Once the run's CPU is known,
+each part is also given in milliseconds per answer (`add_costs`).
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -25,6 +28,59 @@ logger = logging.getLogger(__name__)
 
 RATE_HZ = 100
 TOP = 25
+
+# The parts of the work, each named by the function that does it: a stack belongs to the
+# first part whose function it passes through, so a part inside another comes first.
+# tests/devtools/bench/test_profile.py checks that every function named here exists.
+PHASES: dict[str, tuple[tuple[str, str], ...]] = {
+    "web": (
+        ("polls answered in front of Flask", "LeanPolls._lean (studychat/web/lean_polls.py"),
+        ("polls told from other requests", "LeanPolls._poll_of (studychat/web/lean_polls.py"),
+        ("the chat: RQ's enqueue", "enqueue_chat (studychat/chat/task_queue.py"),
+        ("the chat: Flask and the rest of the view", "Flask.wsgi_app (flask/app.py"),
+        ("access lines", "AccessLogger.access (studychat/web/access_log.py"),
+        ("gunicorn: reading and parsing requests", "Parser.__next__ (gunicorn/http/parser.py"),
+        (
+            "gunicorn: environ, writing answers, keep-alive",
+            "AsyncWorker.handle (gunicorn/workers/base_async.py",
+        ),
+        (
+            "hearing of answers (the subscription)",
+            "JobUpdates._listen (studychat/web/job_updates.py",
+        ),
+        ("gevent's hub (waking greenlets)", "Hub.run (gevent/hub.py"),
+    ),
+    "worker": (
+        ("the model call (openai, httpx)", "_call_model (studychat/chat/jobs.py"),
+        (
+            "storing the answer, transcript entry and budget",
+            "when_redis_is_up (studychat/chat/jobs.py",
+        ),
+        ("the rest of the job (its log line)", "run_chat (studychat/chat/jobs.py"),
+        (
+            "taking jobs from the queue",
+            "ConcurrentWorker._take (studychat/worker/concurrent_worker.py",
+        ),
+        (
+            "recording jobs as started",
+            "ConcurrentWorker._start (studychat/worker/concurrent_worker.py",
+        ),
+        (
+            "RQ's records of successes, in batches",
+            "SuccessBatches._loop (studychat/worker/success_batches.py",
+        ),
+        ("after each job", "ConcurrentWorker._run (studychat/worker/concurrent_worker.py"),
+        (
+            "the rest of the main loop",
+            "ConcurrentWorker._dequeue_loop (studychat/worker/concurrent_worker.py",
+        ),
+        ("shipping transcripts to MongoDB", "ChatLogShipper.run (studychat/store/chat_log.py"),
+        ("writing metrics", "TallyWriter.run (studychat/chat/metrics_tally.py"),
+        ("threads and their pool", "Thread._bootstrap (threading.py"),
+    ),
+}
+# Besides work outside every part, py-spy catches some stacks without their outer frames.
+OTHER = "other"
 
 
 def find_py_spy() -> str | None:
@@ -63,15 +119,74 @@ def top_functions(
     return sum(stacks.values()), shares(own), shares(inclusive)
 
 
-def report_text(title: str, stacks: Mapping[tuple[str, ...], int]) -> str:
-    """A plain-text report of the functions that used the most CPU."""
+def phase_of(frames: tuple[str, ...], phases: tuple[tuple[str, str], ...]) -> str:
+    """The first part of the work whose function the stack passes through, else OTHER."""
+    for label, function in phases:
+        if any(frame.startswith(function) for frame in frames):
+            return label
+    return OTHER
+
+
+def library_of(frame: str) -> str:
+    """The top-level package (or module) of a frame's file: `f (gunicorn/http/x.py:9)`."""
+    _, _, where = frame.partition(" (")
+    path = where.split(":", 1)[0]
+    top = path.split("/", 1)[0].removesuffix(".py")
+    return top or frame
+
+
+def shares_by(
+    stacks: Mapping[tuple[str, ...], int], key: Callable[[tuple[str, ...]], str]
+) -> list[tuple[str, float]]:
+    """Shares of all samples grouped by `key` of their stack, the largest first."""
+    counts: Counter[str] = Counter()
+    for frames, samples in stacks.items():
+        counts[key(frames)] += samples
+    total = sum(counts.values()) or 1
+    return [(name, samples / total) for name, samples in counts.most_common()]
+
+
+def phase_lines(
+    stacks: Mapping[tuple[str, ...], int], process: str, ms_per_answer: float | None
+) -> list[str]:
+    """The part-of-the-work section; with the process's CPU per answer, in ms as well."""
+    phases = PHASES.get(process)
+    if not phases:
+        return []
+    shares = shares_by(stacks, lambda frames: phase_of(frames, phases))
+    unit = "" if ms_per_answer is None else f" (of {ms_per_answer:.2f} ms per answer)"
+    lines = [f"by part of the work{unit}:"]
+    for label, share in shares:
+        ms = "" if ms_per_answer is None else f"  {share * ms_per_answer:5.2f} ms"
+        lines.append(f"  {share:6.1%}{ms}  {label}")
+    return [*lines, ""]
+
+
+def report_text(
+    title: str,
+    stacks: Mapping[tuple[str, ...], int],
+    process: str = "",
+    ms_per_answer: float | None = None,
+) -> str:
+    """A plain-text report: parts of the work, libraries, the functions that used most.
+
+    The milliseconds share out the process's whole CPU per answer by its Python samples:
+    py-spy counts only time holding the GIL, so time in system calls is spread alike.
+    """
     total, own, inclusive = top_functions(stacks)
     lines = [f"{title}: {total} samples at {RATE_HZ} Hz (~{total / RATE_HZ:.1f} CPU s)", ""]
-    lines.append("own time (the function itself):")
+    lines += phase_lines(stacks, process, ms_per_answer)
+    lines.append("by library (of the function running):")
+    lines += [f"  {share:6.1%}  {name}" for name, share in shares_by(stacks, _innermost)[:TOP]]
+    lines += ["", "own time (the function itself):"]
     lines += [f"  {share:6.1%}  {name}" for name, share in own]
     lines += ["", "inclusive time (with what it calls):"]
     lines += [f"  {share:6.1%}  {name}" for name, share in inclusive]
     return "\n".join(lines) + "\n"
+
+
+def _innermost(frames: tuple[str, ...]) -> str:
+    return library_of(frames[-1])
 
 
 class Profiler:
@@ -82,6 +197,7 @@ class Profiler:
         self.directory = directory
         self.prefix = prefix
         self._spies: dict[str, subprocess.Popen[bytes]] = {}
+        self._stacks: dict[str, Counter[tuple[str, ...]]] = {}
 
     def raw_path(self, name: str) -> Path:
         """Where py-spy writes the raw stacks of process `name`."""
@@ -110,17 +226,31 @@ class Profiler:
     ) -> None:
         for spy in self._spies.values():
             spy.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        for name, spy in self._spies.items():
+        for spy in self._spies.values():
             try:
                 spy.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 spy.kill()
                 spy.wait()
-            self._write_report(name)
+        self.write_reports()
 
-    def _write_report(self, name: str) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            stacks = parse_raw(self.raw_path(name).read_text(errors="replace").splitlines())
-            report = self.directory / f"{self.prefix}-{name}.top.txt"
-            report.write_text(report_text(f"{self.prefix} {name}", stacks))
-            logger.warning("profile of %s: %s", name, report)
+    def write_reports(self) -> None:
+        """A report beside each raw file py-spy wrote."""
+        for name in self.pids:
+            with contextlib.suppress(FileNotFoundError):
+                raw = self.raw_path(name).read_text(errors="replace").splitlines()
+                self._stacks[name] = parse_raw(raw)
+                report = self._write_text(name, self._stacks[name], None)
+                logger.warning("profile of %s: %s", name, report)
+
+    def add_costs(self, cpu_ms_per_answer: Mapping[str, float]) -> None:
+        """Write the reports again with each part of the work in ms per answer."""
+        for name, stacks in self._stacks.items():
+            self._write_text(name, stacks, cpu_ms_per_answer.get(name))
+
+    def _write_text(
+        self, name: str, stacks: Mapping[tuple[str, ...], int], ms: float | None
+    ) -> Path:
+        report = self.directory / f"{self.prefix}-{name}.top.txt"
+        report.write_text(report_text(f"{self.prefix} {name}", stacks, name, ms))
+        return report

@@ -266,8 +266,8 @@ def one_run(
     with stack.service(kind, overrides, processes) as (web, workers):
         worker_pids = [worker.pid for worker in workers if worker.pid is not None]
         pids = {"web": web.pid, "worker": worker_pids, **stack.shared_pids()}
-        first = workers[0].pid
-        with UsageSampler(pids) as sampler, profiler(args, plan.run_id, web.pid, first):
+        spy = profiler(args, plan.run_id, web.pid, workers[0].pid)
+        with UsageSampler(pids) as sampler, spy:
             before = own_cpu_s()
             commands_before, calls_before, reads_before = stack.redis_commands()
             mongo_before = stack.mongo_operations()
@@ -287,6 +287,8 @@ def one_run(
     row["sessions"] = plan.sessions
     row.update(process_figures(sampler.usage, row["answers"]))
     row.update(window_cpu_figures(sampler.usage, result, row["window_answers"]))
+    if isinstance(spy, Profiler):
+        spy.add_costs(row["cpu_ms_per_answer"])
     row["redis_commands_per_answer"] = commands / row["answers"] if row["answers"] else None
     row["redis_calls_per_answer"] = calls_per_answer(calls, row["answers"])
     row["redis_reads_per_answer"] = reads / row["answers"] if row["answers"] else None
