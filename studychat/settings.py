@@ -170,6 +170,16 @@ class Settings(ProcessSettings):
             " a worker answers at most this many / the model's latency a second."
         ),
     ] = 512
+    # 50: against seconds of model latency, a wait a participant does not notice, in which
+    # at N = 100 two or three jobs more arrive to share a take (docs/benchmark.md).
+    WORKER_TAKE_WINDOW_MS: Annotated[
+        int,
+        doc(
+            "Milliseconds a worker, woken by a job on an empty queue, waits for more to take"
+            " with it while jobs come at least one per window (fewer round trips); 0: never."
+        ),
+        Field(ge=0, le=1000),
+    ] = 50
     WORKER_SHUTDOWN_GRACE_S: Annotated[
         float,
         doc("Seconds a stopping worker lets jobs finish before handing them back to the queue."),

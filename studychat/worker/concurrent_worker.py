@@ -5,7 +5,8 @@ almost pure waiting, so this worker runs up to `concurrency` jobs at once on a
 thread pool while keeping RQ's bookkeeping intact:
 
 - jobs are taken from the queue only into free slots: every job waiting, up to the free
-  slots, in one round trip, else the first one to come (see job_batches);
+  slots, in one round trip, else the first one to come (see job_batches), with those
+  that come within a short window after it while jobs come fast (see take_window);
 - the jobs taken together are recorded as started in one transaction, and the successes
   of the jobs that end within moments in one more (see success_batches): the keys RQ
   writes, in 2 round trips per batch, where RQ's worker takes 9 per job (it watches a
@@ -57,6 +58,7 @@ from studychat.worker import job_batches, recovery
 from studychat.worker.rq_internals import PER_JOB_LOG_FORMATS, SUCCESSFUL_JOB_COUNT
 from studychat.worker.started_job import StartedJob
 from studychat.worker.success_batches import SuccessBatches
+from studychat.worker.take_window import TakeWindow
 from studychat.worker.timeouts import WatchdogDeathPenalty
 
 logger = logging.getLogger(__name__)
@@ -134,7 +136,12 @@ class ConcurrentWorker(BaseWorker):
     log_result_lifespan = False
 
     def __init__(
-        self, *args, concurrency: int = 64, shutdown_grace_s: float = 20.0, **kwargs
+        self,
+        *args,
+        concurrency: int = 64,
+        shutdown_grace_s: float = 20.0,
+        take_window_s: float = 0.0,
+        **kwargs,
     ) -> None:
         self._per_thread = _PerThread()
         kwargs.setdefault("job_monitoring_interval", 5)
@@ -153,6 +160,7 @@ class ConcurrentWorker(BaseWorker):
             self.connection, self._write_successes, self._successes_not_written
         )
         self._queue_drained = False
+        self._take_window = TakeWindow(take_window_s)
         # One log line per job is enough at hundreds of jobs a second (jobs.run_chat's).
         if not any(isinstance(each, QuietJobSuccess) for each in self.log.filters):
             self.log.addFilter(QuietJobSuccess())
@@ -283,10 +291,18 @@ class ConcurrentWorker(BaseWorker):
             first = job_batches.wait_for_one(queue, self.dequeue_timeout)
             if first is None:
                 return []
+            self._wait_for_company()
         jobs = job_batches.take_waiting(self._take_script, queue, slots, self.job_class, first)
+        self._take_window.note_taken(len(jobs))
         self._queue_drained = len(jobs) < slots
         outage_watch.REDIS.succeeded()
         return [(job, queue) for job in jobs]
+
+    def _wait_for_company(self) -> None:
+        """Let the jobs of the next moments join the first one's take, while jobs come fast."""
+        wait_s = self._take_window.wait_s()
+        if wait_s:
+            time.sleep(wait_s)
 
     def _dequeue(self) -> tuple[Job, Queue] | None:
         """One job from the queues, or None after a short wait."""

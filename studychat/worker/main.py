@@ -44,6 +44,7 @@ def build_worker(settings: Settings, connection: Redis, stock: bool) -> BaseWork
         concurrency=settings.WORKER_CONCURRENCY,
         job_monitoring_interval=settings.WORKER_HEARTBEAT_S,
         shutdown_grace_s=settings.WORKER_SHUTDOWN_GRACE_S,
+        take_window_s=settings.WORKER_TAKE_WINDOW_MS / 1000,
     )
 
 

@@ -67,6 +67,42 @@ def test_jobs_waiting_together_are_taken_in_one_round_trip(
     assert takes[:21] == ["EVALSHA"] + ["LMOVE"] * 20
 
 
+def chats_at_a_steady_pace(client, count: int, interval_s: float) -> list[str]:
+    """POST /chat `count` times, one every `interval_s`, as participants spread over time do."""
+    job_ids = []
+    for _ in range(count):
+        job_ids += start_chats(client, 1)
+        time.sleep(interval_s)  # the load's pace, not a wait on the worker
+    return job_ids
+
+
+@pytest.mark.parametrize(("window_ms", "at_least", "at_most"), [(0, 25, 30), (200, 1, 20)])
+def test_jobs_coming_steadily_share_takes_within_the_window(
+    own_app, own_stack_env, start_worker, upstream, connection, window_ms, at_least, at_most
+):
+    start_worker(own_stack_env | {"WORKER_TAKE_WINDOW_MS": str(window_ms)})
+    client = own_app.test_client()
+    with commands_on(connection, "rq:queue:chat") as seen:
+        # 20 a second: without a window each comes to an empty queue and is taken alone;
+        # with 200 ms, four more are expected in it once the rate is known.
+        job_ids = chats_at_a_steady_pace(client, 30, 0.05)
+        assert answer_all(client, job_ids) == [200] * 30
+    takes = [command.split()[0] for command in seen].count("EVALSHA")
+    assert at_least <= takes <= at_most
+
+
+def test_a_lone_job_is_taken_at_once_whatever_the_window(
+    own_app, own_stack_env, start_worker, upstream, connection
+):
+    start_worker(own_stack_env | {"WORKER_TAKE_WINDOW_MS": "1000"})
+    client = own_app.test_client()
+    [job_id] = start_chats(client, 1)
+    assert answer_all(client, [job_id]) == [200]
+    job = fetch_job(connection, job_id)
+    # No job came before it, so none is expected within the window: it is not waited on.
+    assert (job.started_at - job.enqueued_at).total_seconds() < 0.9
+
+
 def test_a_job_run_again_after_storing_its_answer_keeps_it_and_calls_no_model(
     own_app, own_stack_env, start_worker, upstream, connection
 ):
