@@ -68,7 +68,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_PARTICIPANTS = "50,100,200,500"
 DEFAULT_STOCK_PARTICIPANTS = "50"
-ENV_KNOBS = ("WORKER_CONCURRENCY", "WEB_CONCURRENCY", "WEB_CONNECTIONS")
+ENV_KNOBS = ("WORKER_CONCURRENCY", "WORKER_TAKE_WINDOW_MS", "WEB_CONCURRENCY", "WEB_CONNECTIONS")
 # The study that --sessions runs: the example a team starts from (two conditions).
 BENCH_STUDY = REPO_ROOT / "study.example.yaml"
 

@@ -89,6 +89,14 @@ def test_the_long_poll_runs_with_the_calls_in_flight_it_needs(monkeypatch):
     assert env_overrides(told, SCENARIOS["long-poll"])["WORKER_CONCURRENCY"] == "64"
 
 
+def test_the_worker_and_web_knobs_of_this_environment_reach_the_service(monkeypatch):
+    monkeypatch.setenv("WORKER_TAKE_WINDOW_MS", "0")
+    monkeypatch.setenv("WEB_CONCURRENCY", "1")
+    overrides = env_overrides(parse_args([]), SCENARIOS["spread"])
+    assert overrides["WORKER_TAKE_WINDOW_MS"] == "0"
+    assert overrides["WEB_CONCURRENCY"] == "1"
+
+
 def test_starts_spread_over_one_turn_unless_told():
     assert start_window(parse_args(["--latency", "2", "--poll", "0.5"])) == 2.5
     assert start_window(parse_args(["--stagger", "1"])) == 1.0
