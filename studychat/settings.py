@@ -171,12 +171,13 @@ class Settings(ProcessSettings):
         ),
     ] = 512
     # 50: against seconds of model latency, a wait a participant does not notice, in which
-    # at N = 100 two or three jobs more arrive to share a take (docs/benchmark.md).
+    # at N = 100 two jobs more arrive to share a take (docs/benchmark.md).
     WORKER_TAKE_WINDOW_MS: Annotated[
         int,
         doc(
-            "Milliseconds a worker, woken by a job on an empty queue, waits for more to take"
-            " with it while jobs come at least one per window (fewer round trips); 0: never."
+            "Longest wait, in ms, of a worker woken by a job on an empty queue for about two"
+            " more to take with it, while jobs come at least one per window (fewer round"
+            " trips); 0: never."
         ),
         Field(ge=0, le=1000),
     ] = 50

@@ -6,9 +6,11 @@ transaction of its own, three round trips and RQ's per-batch work for one job. J
 taken together share all of that (job_batches, the start's transaction). So while jobs
 come fast enough that at least one more is expected within the window, the worker
 waits the window after the first before it takes the rest: a linger, as Kafka's
-producers have. Slower than that, the wait would buy nothing and only delay answers,
-so the first job is taken at once. Under saturation jobs already wait in the queue and
-the worker never waits on it (docs/benchmark.md, twenty-second round).
+producers have. It waits no longer than two more jobs are expected to take (at 200
+jobs a second, 10 ms), since each job that waits adds to the answer's time. Slower than
+one job a window, the wait would buy nothing and only delay answers, so the first job
+is taken at once. Under saturation jobs already wait in the queue and the worker never
+waits on it (docs/benchmark.md, twenty-second round).
 """
 
 from __future__ import annotations
@@ -19,10 +21,12 @@ from collections.abc import Callable
 
 # The span over which the rate of jobs coming in is counted.
 RATE_SPAN_S = 1.0
+# The jobs a wait is for: a take of three costs about what a take of one did.
+COMPANY = 2
 
 
 class TakeWindow:
-    """The wait before a take: `window_s` while jobs come fast enough to share it, else 0."""
+    """The wait before a take: up to `window_s` while jobs come fast enough to share it."""
 
     def __init__(self, window_s: float, clock: Callable[[], float] = time.monotonic) -> None:
         self.window_s = window_s
@@ -42,8 +46,10 @@ class TakeWindow:
         if not self.window_s:
             return 0.0
         self._forget_before(self._clock() - RATE_SPAN_S)
-        expected_in_window = self._recent / RATE_SPAN_S * self.window_s
-        return self.window_s if expected_in_window >= 1 else 0.0
+        per_s = self._recent / RATE_SPAN_S
+        if per_s * self.window_s < 1:
+            return 0.0
+        return min(self.window_s, COMPANY / per_s)
 
     def _forget_before(self, moment: float) -> None:
         while self._takes and self._takes[0][0] < moment:

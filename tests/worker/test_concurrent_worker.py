@@ -84,7 +84,7 @@ def test_jobs_coming_steadily_share_takes_within_the_window(
     client = own_app.test_client()
     with commands_on(connection, "rq:queue:chat") as seen:
         # 20 a second: without a window each comes to an empty queue and is taken alone;
-        # with 200 ms, four more are expected in it once the rate is known.
+        # with 200 ms, once the rate is known the worker waits 100 ms, for two more.
         job_ids = chats_at_a_steady_pace(client, 30, 0.05)
         assert answer_all(client, job_ids) == [200] * 30
     takes = [command.split()[0] for command in seen].count("EVALSHA")

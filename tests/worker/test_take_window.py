@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from studychat.worker.take_window import RATE_SPAN_S, TakeWindow
+from studychat.worker.take_window import COMPANY, RATE_SPAN_S, TakeWindow
 
 
 class Clock:
@@ -31,14 +31,23 @@ def test_waits_the_window_while_a_job_or_more_is_expected_within_it():
 def test_the_rate_forgets_takes_older_than_its_span():
     clock = Clock()
     window = TakeWindow(0.05, clock)
-    window.note_taken(30)
+    window.note_taken(15)
     clock.now += RATE_SPAN_S / 2
-    window.note_taken(30)
-    assert window.wait_s() == 0.05
-    clock.now += RATE_SPAN_S * 0.6  # the first 30 are older than the span now
-    assert window.wait_s() == 0.05
-    clock.now += RATE_SPAN_S / 2
+    window.note_taken(15)
+    assert window.wait_s() == 0.05  # 30 a second
+    clock.now += RATE_SPAN_S * 0.6  # the first 15 are older than the span now
     assert window.wait_s() == 0.0
+    window.note_taken(5)
+    assert window.wait_s() == 0.05  # 20 a second again
+    clock.now += RATE_SPAN_S
+    assert window.wait_s() == 0.0
+
+
+def test_at_a_high_rate_it_waits_only_for_two_more_jobs():
+    window = TakeWindow(0.05, Clock())
+    window.note_taken(200)  # 200 a second: two more come within 10 ms
+    assert COMPANY == 2
+    assert window.wait_s() == 0.01
 
 
 def test_a_window_of_zero_never_waits():
