@@ -37,9 +37,12 @@ class TakeWindow:
 
     def note_taken(self, count: int) -> None:
         """Count `count` jobs taken now towards the rate."""
+        now = self._clock()
         if count:
-            self._takes.append((self._clock(), count))
+            self._takes.append((now, count))
             self._recent += count
+        # Forgotten here too: under saturation no wait is asked for, and takes go on.
+        self._forget_before(now - RATE_SPAN_S)
 
     def wait_s(self) -> float:
         """How long to wait for more jobs after a first one came to an empty queue."""

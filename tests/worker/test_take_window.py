@@ -50,6 +50,15 @@ def test_at_a_high_rate_it_waits_only_for_two_more_jobs():
     assert window.wait_s() == 0.01
 
 
+def test_takes_older_than_the_span_are_not_kept_while_no_wait_is_asked():
+    clock = Clock()
+    window = TakeWindow(0.05, clock)
+    for _ in range(1000):  # saturated: takes of 32, never a wait asked for
+        window.note_taken(32)
+        clock.now += 0.1
+    assert len(window._takes) <= RATE_SPAN_S / 0.1 + 1
+
+
 def test_a_window_of_zero_never_waits():
     window = TakeWindow(0.0, Clock())
     window.note_taken(10_000)
